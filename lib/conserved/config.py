@@ -1,0 +1,101 @@
+"""Run modes, seeds and floating-point precision shared by every chapter.
+
+Three modes size every experiment in the book:
+
+- ``quick``: what the test suite runs; each chapter finishes in well under a minute on two CPU
+  cores. Selected by ``CONSERVED_QUICK=1`` or ``CONSERVED_MODE=quick``.
+- ``full``: what the rendered book shows (the default); a few minutes per chapter on a laptop.
+- ``paper``: the papers' own sizes, for readers with a GPU. The same code runs there; the book
+  build never executes it.
+
+A chapter reads its sizes once, in its parameter cell::
+
+    from conserved import config
+    sizes = config.choose(quick=dict(steps=200), full=dict(steps=2_000), paper=dict(steps=50_000))
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TypeVar
+
+import jax
+from jaxtyping import PRNGKeyArray
+
+MODES = ("quick", "full", "paper")
+DEFAULT_SEED = 0
+
+T = TypeVar("T")
+
+
+def mode() -> str:
+    """The current run mode, read from the environment.
+
+    ``CONSERVED_MODE`` (one of ``quick``, ``full``, ``paper``) wins; otherwise
+    ``CONSERVED_QUICK=1`` selects ``quick``; otherwise ``full``.
+    """
+    explicit = os.environ.get("CONSERVED_MODE", "").strip().lower()
+    if explicit:
+        if explicit not in MODES:
+            raise ValueError(
+                f"CONSERVED_MODE must be one of {MODES}, got {os.environ['CONSERVED_MODE']!r}"
+            )
+        return explicit
+    quick = os.environ.get("CONSERVED_QUICK", "").strip().lower()
+    if quick in ("", "0", "false", "no"):
+        return "full"
+    if quick in ("1", "true", "yes"):
+        return "quick"
+    raise ValueError(
+        f"CONSERVED_QUICK must be 1/0 (or true/false), got {os.environ['CONSERVED_QUICK']!r}"
+    )
+
+
+def is_quick() -> bool:
+    """True in quick mode (the test suite's mode)."""
+    return mode() == "quick"
+
+
+def choose(*, quick: T, full: T, paper: T | None = None, current: str | None = None) -> T:
+    """Pick the value for the current mode.
+
+    **Arguments:**
+
+    - `quick`, `full`: the values for those modes.
+    - `paper`: the value at the papers' scale; defaults to `full` when not given.
+    - `current`: force a mode instead of reading the environment (used by tests).
+    """
+    current = mode() if current is None else current
+    if current not in MODES:
+        raise ValueError(f"current must be one of {MODES}, got {current!r}")
+    if current == "quick":
+        return quick
+    if current == "paper" and paper is not None:
+        return paper
+    return full
+
+
+def key(seed: int = DEFAULT_SEED) -> PRNGKeyArray:
+    """A JAX PRNG key from an integer seed: every random draw in the book starts from one.
+
+    Raises `ValueError` for a seed that is not a non-negative integer.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return jax.random.key(seed)
+
+
+def enable_x64(enabled: bool = True) -> None:
+    """Switch JAX to float64 (``True``) or back to float32 (``False``).
+
+    Call it before creating arrays: arrays made earlier keep their dtype. Chapters that check
+    identities to 1e-12 use float64; training runs use JAX's default float32.
+    """
+    if not isinstance(enabled, bool):
+        raise ValueError(f"enabled must be a bool, got {enabled!r}")
+    jax.config.update("jax_enable_x64", enabled)
+
+
+def x64_enabled() -> bool:
+    """Whether JAX currently creates float64 arrays by default."""
+    return bool(jax.config.jax_enable_x64)

@@ -1,0 +1,223 @@
+"""One training loop for every model in the book.
+
+`fit` minimises a scalar loss over the floating-point arrays of an Equinox model with any optax
+optimiser (L-BFGS included). Steps run inside `jax.lax.scan` in jitted chunks, so Python only
+sees one call per chunk; between chunks it updates a tqdm progress bar and checks the losses.
+A non-finite loss stops training with `TrainingDiverged`, which carries the last finite model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree, Scalar
+from tqdm import tqdm
+
+LossFn = Callable[[PyTree, PyTree, PRNGKeyArray], Scalar]
+
+
+class TrainResult(NamedTuple):
+    """What `fit` returns.
+
+    - `model`: the trained model (same structure as the one passed in).
+    - `losses`: NumPy array of shape `(steps,)`, the loss at every step (before its update).
+    - `opt_state`: the optimiser state, to continue training.
+    """
+
+    model: PyTree
+    losses: np.ndarray
+    opt_state: PyTree
+
+
+class TrainingDiverged(FloatingPointError):
+    """Raised when the loss becomes NaN or infinite.
+
+    Attributes: `step` (first bad step, 0-based), `model` (the model just before that step),
+    `losses` (the losses up to and including the bad one, which is NaN).
+    """
+
+    def __init__(self, message: str, step: int, model: PyTree, losses: np.ndarray):
+        super().__init__(message)
+        self.step = step
+        self.model = model
+        self.losses = losses
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _dataset_size(data: PyTree) -> int:
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves:
+        raise ValueError("data must contain at least one array, got an empty pytree")
+    sizes = set()
+    for leaf in leaves:
+        shape = np.shape(leaf)
+        if len(shape) == 0:
+            raise ValueError("every array in data needs a leading batch axis; got a scalar leaf")
+        sizes.add(shape[0])
+    if len(sizes) != 1:
+        raise ValueError(
+            f"all arrays in data must share their leading size, got sizes {sorted(sizes)}"
+        )
+    return sizes.pop()
+
+
+def _all_finite(tree: PyTree) -> Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _draw_batch(data: PyTree, size: int, batch_size: int | None, key: PRNGKeyArray) -> PyTree:
+    if data is None or batch_size is None or batch_size == size:
+        return data
+    index = jr.permutation(key, size)[:batch_size]
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], data)
+
+
+def fit(
+    loss_fn: LossFn,
+    model: PyTree,
+    optimiser: optax.GradientTransformation,
+    *,
+    steps: int,
+    key: PRNGKeyArray,
+    data: PyTree = None,
+    batch_size: int | None = None,
+    chunk_size: int = 250,
+    progress: bool = True,
+    desc: str = "training",
+) -> TrainResult:
+    """Minimise `loss_fn` over the inexact arrays of `model`.
+
+    **Arguments:**
+
+    - `loss_fn`: `loss_fn(model, batch, key) -> scalar`. `batch` is a minibatch of `data` (or
+      all of it, or `None` without data); `key` is a fresh PRNG key each step.
+    - `model`: an Equinox module (or any pytree); its floating-point arrays are trained, all
+      other leaves are held fixed.
+    - `optimiser`: any optax transformation. Those that need the loss value or a line search
+      (`optax.lbfgs`) receive `value`, `grad` and `value_fn` each step.
+    - `steps`: number of optimiser steps.
+    - `key`: PRNG key; the same key gives the same run.
+    - `data`: a pytree of arrays sharing a leading axis of size N, or `None`.
+    - `batch_size`: draw this many rows of `data` without replacement each step; `None` uses
+      the full data every step.
+    - `chunk_size`: steps per jitted `lax.scan` chunk (one progress-bar update each).
+    - `progress`: show a tqdm progress bar.
+
+    **Returns:** a `TrainResult(model, losses, opt_state)`; `losses` has shape `(steps,)`.
+
+    **Raises:** `ValueError` for bad arguments or a non-scalar loss; `TrainingDiverged` when
+    the loss is not finite.
+    """
+    steps = _positive_int("steps", steps)
+    chunk_size = _positive_int("chunk_size", chunk_size)
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    if not hasattr(optimiser, "init") or not hasattr(optimiser, "update"):
+        raise ValueError(
+            f"optimiser must be an optax GradientTransformation, got {type(optimiser).__name__}"
+        )
+    size = 0
+    if data is not None:
+        size = _dataset_size(data)
+        data = jax.tree_util.tree_map(jnp.asarray, data)
+    if batch_size is not None:
+        if data is None:
+            raise ValueError("batch_size was given but data is None")
+        batch_size = _positive_int("batch_size", batch_size)
+        if batch_size > size:
+            raise ValueError(f"batch_size must be at most the data size {size}, got {batch_size}")
+
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    if not jax.tree_util.tree_leaves(params):
+        raise ValueError("model has no floating-point arrays to train")
+
+    def value_fn(p, batch, loss_key):
+        return loss_fn(eqx.combine(p, static), batch, loss_key)
+
+    probe = jax.eval_shape(value_fn, params, _draw_batch(data, size, batch_size, key), key)
+    if getattr(probe, "shape", None) != ():
+        raise ValueError(
+            f"loss_fn must return a scalar, got shape {getattr(probe, 'shape', probe)}"
+        )
+
+    tx = optax.with_extra_args_support(optimiser)
+    opt_state = tx.init(params)
+
+    def one_step(carry, step_key):
+        params, opt_state, data, failed = carry
+        batch_key, loss_key = jr.split(step_key)
+        batch = _draw_batch(data, size, batch_size, batch_key)
+        loss, grads = jax.value_and_grad(value_fn)(params, batch, loss_key)
+        updates, new_state = tx.update(
+            grads,
+            opt_state,
+            params,
+            value=loss,
+            grad=grads,
+            value_fn=lambda p: value_fn(p, batch, loss_key),
+        )
+        new_params = optax.apply_updates(params, updates)
+        # After the first non-finite loss or gradient, freeze: the host raises after the chunk
+        # and hands back the parameters from just before the bad step.
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        ok = finite & ~failed
+        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        new_params = jax.tree_util.tree_map(keep, new_params, params)
+        new_state = jax.tree_util.tree_map(keep, new_state, opt_state)
+        loss = jnp.where(finite, loss, jnp.nan)
+        return (new_params, new_state, data, failed | ~finite), loss
+
+    @eqx.filter_jit
+    def run_chunk(params, opt_state, data, keys):
+        carry = (params, opt_state, data, jnp.array(False))
+        (params, opt_state, _, _), losses = jax.lax.scan(one_step, carry, keys)
+        return params, opt_state, losses
+
+    keys = jr.split(key, steps)
+    history: list[np.ndarray] = []
+    done = 0
+    with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
+        while done < steps:
+            n = min(chunk_size, steps - done)
+            params, opt_state, losses = run_chunk(params, opt_state, data, keys[done : done + n])
+            losses = np.asarray(losses)
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if bad.size:
+                first = done + int(bad[0])
+                history.append(losses[: bad[0] + 1])
+                last = float(history[-1][-2]) if len(history[-1]) > 1 else float("nan")
+                raise TrainingDiverged(
+                    f"loss or gradient became non-finite at step {first} of {steps} "
+                    f"(last finite loss {last:.4g}); lower the learning rate or check the data",
+                    step=first,
+                    model=eqx.combine(params, static),
+                    losses=np.concatenate(history),
+                )
+            history.append(losses)
+            done += n
+            bar.update(n)
+            bar.set_postfix(loss=f"{losses[-1]:.3e}")
+    return TrainResult(eqx.combine(params, static), np.concatenate(history), opt_state)
+
+
+def mse(prediction: Float[Array, "..."], target: Float[Array, "..."]) -> Scalar:
+    """Mean squared error; shapes must match exactly (no silent broadcasting)."""
+    if jnp.shape(prediction) != jnp.shape(target):
+        raise ValueError(
+            f"prediction and target must have the same shape, got {jnp.shape(prediction)} "
+            f"and {jnp.shape(target)}"
+        )
+    return jnp.mean((prediction - target) ** 2)

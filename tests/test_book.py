@@ -1,0 +1,68 @@
+"""The whole book builds in quick mode with Sphinx warnings as errors, and reads offline."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def quick_book(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("book")
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "CONSERVED_MODE")}
+    env["CONSERVED_QUICK"] = "1"
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run(
+        [
+            str(jupyter_book),
+            "build",
+            str(ROOT),
+            "--all",
+            "-W",
+            "--keep-going",
+            "--path-output",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    return out / "_build" / "html"
+
+
+@pytest.mark.book
+def test_book_builds_with_every_toc_page(quick_book):
+    from test_notebooks import toc_chapters
+
+    assert (quick_book / "index.html").is_file()
+    for chapter in toc_chapters():
+        assert (quick_book / f"{chapter}.html").is_file(), chapter
+
+
+@pytest.mark.book
+def test_book_serves_mathjax_locally(quick_book):
+    page = (quick_book / "chapters" / "00_jax_primer.html").read_text()
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', page)
+    assert any("_static/mathjax/tex-chtml.js" in s for s in scripts), scripts
+    assert not [s for s in scripts if s.startswith(("http:", "https:", "//"))], scripts
+    assert (quick_book / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
+@pytest.mark.book
+def test_primer_shows_its_executed_outputs(quick_book):
+    page = (quick_book / "chapters" / "00_jax_primer.html").read_text()
+    figures = re.findall(r'<img[^>]*src="(\.\./_images/[^"]+\.png)"', page)
+    assert len(figures) >= 2, figures
+    for figure in figures:
+        assert (quick_book / "chapters" / figure).resolve().stat().st_size > 1000
+    text = re.sub(r"<[^>]+>", "", page)
+    assert re.search(r"reaches a test error of \d\.\de-0\d", text), (
+        "the glued test error is missing"
+    )
+    assert "mode: quick" in text

@@ -1,0 +1,65 @@
+import jax.numpy as jnp
+import pytest
+from conserved import config
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "full"),
+        ({"CONSERVED_QUICK": "1"}, "quick"),
+        ({"CONSERVED_QUICK": "0"}, "full"),
+        ({"CONSERVED_MODE": "paper"}, "paper"),
+        ({"CONSERVED_MODE": "Full", "CONSERVED_QUICK": "1"}, "full"),  # the explicit mode wins
+    ],
+)
+def test_mode_from_environment(monkeypatch, env, expected):
+    monkeypatch.delenv("CONSERVED_MODE", raising=False)
+    monkeypatch.delenv("CONSERVED_QUICK", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert config.mode() == expected
+    assert config.is_quick() == (expected == "quick")
+
+
+@pytest.mark.parametrize(("name", "value"), [("CONSERVED_MODE", "fast"), ("CONSERVED_QUICK", "2")])
+def test_bad_mode_names_the_variable(monkeypatch, name, value):
+    monkeypatch.delenv("CONSERVED_MODE", raising=False)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        config.mode()
+
+
+def test_choose_picks_by_mode():
+    assert config.choose(quick=1, full=2, paper=3, current="quick") == 1
+    assert config.choose(quick=1, full=2, paper=3, current="full") == 2
+    assert config.choose(quick=1, full=2, paper=3, current="paper") == 3
+    assert config.choose(quick=1, full=2, current="paper") == 2  # paper falls back to full
+    with pytest.raises(ValueError, match="current"):
+        config.choose(quick=1, full=2, current="huge")
+
+
+def test_key_is_deterministic_and_validated():
+    import jax
+
+    a = jax.random.normal(config.key(3), (4,))
+    b = jax.random.normal(config.key(3), (4,))
+    c = jax.random.normal(config.key(4), (4,))
+    assert jnp.array_equal(a, b)
+    assert not jnp.array_equal(a, c)
+    for bad in (-1, 1.5, "0", True):
+        with pytest.raises(ValueError, match="seed"):
+            config.key(bad)
+
+
+def test_x64_switch_round_trip():
+    before = config.x64_enabled()
+    try:
+        config.enable_x64(True)
+        assert jnp.ones(2).dtype == jnp.float64
+        config.enable_x64(False)
+        assert jnp.ones(2).dtype == jnp.float32
+    finally:
+        config.enable_x64(before)
+    with pytest.raises(ValueError, match="enabled"):
+        config.enable_x64("yes")

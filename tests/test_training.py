@@ -1,0 +1,144 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+from conserved import training
+
+
+def _linear_data(key, n=64):
+    x = jr.normal(key, (n, 3))
+    y = x @ jnp.array([1.0, -2.0, 0.5]) + 0.3
+    return x, y
+
+
+def _loss(model, batch, key):
+    x, y = batch
+    return training.mse(jax.vmap(model)(x).squeeze(-1), y)
+
+
+def test_fit_learns_a_linear_map(key):
+    data = _linear_data(key)
+    model = eqx.nn.Linear(3, 1, key=jr.key(1))
+    result = training.fit(
+        _loss,
+        model,
+        optax.adam(5e-2),
+        steps=600,
+        key=key,
+        data=data,
+        chunk_size=128,
+        progress=False,
+    )
+    assert result.losses.shape == (600,)
+    assert result.losses[-1] < 1e-4 * result.losses[0]
+    np.testing.assert_allclose(result.model.weight.ravel(), [1.0, -2.0, 0.5], atol=1e-2)
+
+
+def test_fit_is_deterministic_and_minibatches(key):
+    data = _linear_data(key)
+    model = eqx.nn.MLP(3, 1, 8, 1, key=jr.key(2))
+    run = lambda: training.fit(  # noqa: E731
+        _loss,
+        model,
+        optax.sgd(1e-2),
+        steps=30,
+        key=key,
+        data=data,
+        batch_size=16,
+        chunk_size=7,
+        progress=False,
+    )
+    a, b = run(), run()
+    np.testing.assert_array_equal(a.losses, b.losses)
+    other = training.fit(
+        _loss,
+        model,
+        optax.sgd(1e-2),
+        steps=30,
+        key=jr.key(9),
+        data=data,
+        batch_size=16,
+        progress=False,
+    )
+    assert not np.array_equal(a.losses, other.losses)  # the key draws the minibatches
+
+
+def test_fit_supports_lbfgs(key):
+    data = _linear_data(key)
+    model = eqx.nn.Linear(3, 1, key=jr.key(1))
+    result = training.fit(_loss, model, optax.lbfgs(), steps=30, key=key, data=data, progress=False)
+    assert result.losses[-1] < 1e-8
+
+
+def test_fit_without_data():
+    target = jnp.array([1.0, 2.0])
+    result = training.fit(
+        lambda p, batch, key: jnp.sum((p - target) ** 2),
+        jnp.zeros(2),
+        optax.sgd(0.1),
+        steps=100,
+        key=jr.key(0),
+        progress=False,
+    )
+    np.testing.assert_allclose(result.model, target, atol=1e-6)
+
+
+def test_nan_stops_training_with_last_good_model():
+    # Gradient descent on x**2 with learning rate 2.5 multiplies x by -4 every step: it overflows.
+    def loss(p, batch, key):
+        return jnp.sum(p**2)
+
+    with pytest.raises(training.TrainingDiverged, match="non-finite at step") as info:
+        training.fit(
+            loss,
+            jnp.ones(1),
+            optax.sgd(2.5),
+            steps=200,
+            key=jr.key(0),
+            chunk_size=50,
+            progress=False,
+        )
+    err = info.value
+    assert np.isfinite(np.asarray(err.model)).all()
+    assert np.isnan(err.losses[-1]) and np.isfinite(err.losses[:-1]).all()
+    assert len(err.losses) == err.step + 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"steps": 0}, "steps"),
+        ({"steps": 2.5}, "steps"),
+        ({"chunk_size": -1}, "chunk_size"),
+        ({"batch_size": 100}, "batch_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"data": (jnp.ones((4, 3)), jnp.ones(5))}, "leading size"),
+        ({"data": jnp.ones(())}, "leading batch axis"),
+    ],
+)
+def test_fit_rejects_bad_arguments(key, kwargs, match):
+    args = dict(steps=5, key=key, data=_linear_data(key), progress=False)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        training.fit(_loss, eqx.nn.Linear(3, 1, key=key), optax.sgd(0.1), **args)
+
+
+def test_fit_rejects_non_scalar_loss_and_bad_optimiser(key):
+    model = eqx.nn.Linear(3, 1, key=key)
+    with pytest.raises(ValueError, match="scalar"):
+        training.fit(
+            lambda m, b, k: jnp.ones(2), model, optax.sgd(0.1), steps=2, key=key, progress=False
+        )
+    with pytest.raises(ValueError, match="optimiser"):
+        training.fit(_loss, model, "adam", steps=2, key=key, progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        training.fit(_loss, model, optax.sgd(0.1), steps=2, key=key, batch_size=4, progress=False)
+
+
+def test_mse_checks_shapes():
+    assert float(training.mse(jnp.ones(3), jnp.zeros(3))) == 1.0
+    with pytest.raises(ValueError, match="same shape"):
+        training.mse(jnp.ones(3), jnp.ones((3, 1)))
