@@ -206,7 +206,7 @@ def test_equivariance_error():
     assert float(sym.equivariance_error(first, action, points, jr.key(1))) > 0.1
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(seed=seeds)
 def test_symmetrised_function_is_exactly_invariant_for_finite_groups(seed):
     with float64():

@@ -142,3 +142,26 @@ def test_mse_checks_shapes():
     assert float(training.mse(jnp.ones(3), jnp.zeros(3))) == 1.0
     with pytest.raises(ValueError, match="same shape"):
         training.mse(jnp.ones(3), jnp.ones((3, 1)))
+
+
+def test_padding_steps_of_the_last_chunk_change_nothing(key):
+    # Full-batch gradient descent is deterministic, so the chunking must not matter.
+    data = _linear_data(key)
+    model = eqx.nn.Linear(3, 1, key=jr.key(1))
+    runs = [
+        training.fit(
+            _loss,
+            model,
+            optax.sgd(0.05),
+            steps=10,
+            key=key,
+            data=data,
+            chunk_size=c,
+            progress=False,
+        )
+        for c in (4, 10, 3)
+    ]
+    for run in runs:
+        assert run.losses.shape == (10,)
+        np.testing.assert_allclose(run.losses, runs[0].losses, rtol=1e-6)
+        np.testing.assert_allclose(run.model.weight, runs[0].model.weight, rtol=1e-6)

@@ -24,6 +24,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Scalar
 
 # --------------------------------------------------------------------------------------------
@@ -107,7 +108,10 @@ def expm(generator: Float[ArrayLike, "*batch m m"]) -> Float[Array, "*batch m m"
     if generator.ndim < 2 or generator.shape[-1] != generator.shape[-2]:
         raise ValueError(f"generator must have shape (..., m, m), got {generator.shape}")
     flat = generator.reshape(-1, *generator.shape[-2:])
-    return jax.vmap(jax.scipy.linalg.expm)(flat).reshape(generator.shape)
+    return _batched_expm(flat).reshape(generator.shape)
+
+
+_batched_expm = jax.jit(jax.vmap(jax.scipy.linalg.expm))  # compiled once per shape and dtype
 
 
 def combine(basis: Float[ArrayLike, "d m m"], coefficients: Float[ArrayLike, "*batch d"]):
@@ -398,10 +402,15 @@ def equivariance_error(
     """
     samples = _check_samples(samples)
     out_apply = action.apply if output_apply is None else output_apply
-    gs = action.sample_many(key, samples.shape[0])
-    moved = jax.vmap(lambda g, x: f(action.apply(g, x)))(gs, samples)
-    expected = jax.vmap(lambda g, x: out_apply(g, f(x)))(gs, samples)
-    return jnp.mean(_relative_gap(moved, expected))
+
+    @jax.jit  # one compiled program instead of many small eager operations
+    def measure(samples, key):
+        gs = action.sample_many(key, samples.shape[0])
+        moved = jax.vmap(lambda g, x: f(action.apply(g, x)))(gs, samples)
+        expected = jax.vmap(lambda g, x: out_apply(g, f(x)))(gs, samples)
+        return jnp.mean(_relative_gap(moved, expected))
+
+    return measure(samples, key)
 
 
 def invariance_error(
@@ -495,3 +504,76 @@ def planar_invariants(points: Float[ArrayLike, "N 2"]) -> Float[Array, " 3*N*(N+
     dots = jnp.sum(points[i] * points[j], axis=-1)
     crosses = points[i, 0] * points[j, 1] - points[i, 1] * points[j, 0]
     return jnp.concatenate([norms, dots, crosses])
+
+
+STRATEGIES = ("none", "augment", "symmetrise")
+
+
+def fit_with_symmetry(
+    strategy: str,
+    model: Callable[[Array], Array],
+    x: Float[ArrayLike, "N ..."],
+    y: Float[ArrayLike, " N"],
+    action: GroupAction,
+    *,
+    steps: int,
+    key: PRNGKeyArray,
+    learning_rate: float = 3e-3,
+    batch_size: int = 64,
+    num_samples: int = 16,
+    progress: bool = False,
+):
+    """Fit a scalar regression model y ≈ model(x) with one of three treatments of a symmetry.
+
+    - `"none"`: plain least squares (pass a model built on invariant features to get the
+      *constrained architecture*);
+    - `"augment"`: every example in every minibatch moved by a fresh random group element;
+    - `"symmetrise"`: train the orbit average `Symmetrised(model, action, num_samples)`, with
+      fresh group elements each step (all elements for a finite group with `num_samples=None`).
+
+    Adam with a cosine-decayed learning rate, minibatches of `batch_size`, `steps` steps.
+
+    **Returns:** `(predict, result)`: `predict(x_batch, key) -> (N,)` predictions (the key draws
+    the orbit-average samples; other strategies ignore it) and the `TrainResult`.
+    """
+    from . import training  # local import: training does not depend on symmetry
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if y.ndim != 1 or x.shape[:1] != y.shape:
+        raise ValueError(f"x must be (N, ...) and y (N,), got shapes {x.shape} and {y.shape}")
+    if strategy == "symmetrise":
+        model = Symmetrised(model, action, num_samples)
+
+    def call(m, xs, k):
+        if strategy == "symmetrise":
+            return jax.vmap(m, in_axes=(0, None))(xs, k)  # one orbit sample shared by the batch
+        return jax.vmap(m)(xs)
+
+    def loss(m, batch, k):
+        xs, ys = batch
+        move_key, orbit_key = jr.split(k)
+        if strategy == "augment":
+            xs = augment(action, move_key, xs)
+        return training.mse(call(m, xs, orbit_key), ys)
+
+    schedule = optax.cosine_decay_schedule(learning_rate, steps)
+    result = training.fit(
+        loss,
+        model,
+        optax.adam(schedule),
+        steps=steps,
+        key=key,
+        data=(x, y),
+        batch_size=min(batch_size, x.shape[0]),
+        progress=progress,
+        desc=f"fit ({strategy})",
+    )
+
+    def predict(xs, k=None):
+        if strategy == "symmetrise" and num_samples is not None and k is None:
+            raise ValueError("predictions of a Monte Carlo symmetrised model need a key")
+        return call(result.model, jnp.asarray(xs), k)
+
+    return predict, result

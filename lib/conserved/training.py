@@ -113,7 +113,8 @@ def fit(
     - `data`: a pytree of arrays sharing a leading axis of size N, or `None`.
     - `batch_size`: draw this many rows of `data` without replacement each step; `None` uses
       the full data every step.
-    - `chunk_size`: steps per jitted `lax.scan` chunk (one progress-bar update each).
+    - `chunk_size`: at most this many steps per jitted `lax.scan` chunk (one progress-bar
+      update each); the steps are split into equal chunks so that the scan compiles once.
     - `progress`: show a tqdm progress bar.
 
     **Returns:** a `TrainResult(model, losses, opt_state)`; `losses` has shape `(steps,)`.
@@ -156,7 +157,8 @@ def fit(
     tx = optax.with_extra_args_support(optimiser)
     opt_state = tx.init(params)
 
-    def one_step(carry, step_key):
+    def one_step(carry, inputs):
+        step_key, active = inputs
         params, opt_state, data, failed = carry
         batch_key, loss_key = jr.split(step_key)
         batch = _draw_batch(data, size, batch_size, batch_key)
@@ -173,12 +175,12 @@ def fit(
         # After the first non-finite loss or gradient, freeze: the host raises after the chunk
         # and hands back the parameters from just before the bad step.
         finite = jnp.isfinite(loss) & _all_finite(grads)
-        ok = finite & ~failed
+        ok = finite & ~failed & active  # padding steps past `steps` change nothing
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
         new_params = jax.tree_util.tree_map(keep, new_params, params)
         new_state = jax.tree_util.tree_map(keep, new_state, opt_state)
         loss = jnp.where(finite, loss, jnp.nan)
-        return (new_params, new_state, data, failed | ~finite), loss
+        return (new_params, new_state, data, failed | (~finite & active)), loss
 
     @eqx.filter_jit
     def run_chunk(params, opt_state, data, keys):
@@ -186,14 +188,21 @@ def fit(
         (params, opt_state, _, _), losses = jax.lax.scan(one_step, carry, keys)
         return params, opt_state, losses
 
-    keys = jr.split(key, steps)
+    # Equal chunks, so the scan compiles once; the few padding steps at the end are inactive.
+    num_chunks = -(-steps // chunk_size)
+    chunk = -(-steps // num_chunks)
+    keys = jr.split(key, num_chunks * chunk)
+    active = jnp.arange(num_chunks * chunk) < steps
     history: list[np.ndarray] = []
     done = 0
     with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
         while done < steps:
-            n = min(chunk_size, steps - done)
-            params, opt_state, losses = run_chunk(params, opt_state, data, keys[done : done + n])
-            losses = np.asarray(losses)
+            n = min(chunk, steps - done)
+            window = slice(done, done + chunk)
+            params, opt_state, losses = run_chunk(
+                params, opt_state, data, (keys[window], active[window])
+            )
+            losses = np.asarray(losses)[:n]
             bad = np.flatnonzero(~np.isfinite(losses))
             if bad.size:
                 first = done + int(bad[0])
