@@ -113,6 +113,14 @@ def rollout(
     return mechanics.integrate_field(model, x0, ts, **kwargs)
 
 
+@eqx.filter_jit
+def rollout_many(
+    model, x0: Float[Array, "num 2n"], ts: Float[Array, " T"]
+) -> Float[Array, "num T 2n"]:
+    """`rollout` vmapped over initial states; compiled once per model type and shape."""
+    return jax.vmap(lambda x: mechanics.integrate_field(model, x, ts))(x0)
+
+
 def divergence(field, x: Float[Array, " 2n"]) -> Scalar:
     """Divergence of a vector field at x, the trace of its Jacobian (0 for a Hamiltonian field)."""
     return jnp.trace(jax.jacfwd(field)(x))

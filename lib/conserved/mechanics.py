@@ -55,14 +55,42 @@ def _apply_j(v: Array) -> Array:
     return jnp.concatenate([v[..., n:], -v[..., :n]], axis=-1)
 
 
-def hamiltonian_vector_field(H: Hamiltonian) -> Callable[[Array], Array]:
+class HamiltonianVectorField(eqx.Module):
+    """The vector field x -> J ∇H(x) of a Hamiltonian H.
+
+    A Module rather than a closure, so that two fields of the same H compare equal and Diffrax
+    reuses its compiled solve instead of compiling again.
+    """
+
+    hamiltonian: Hamiltonian
+
+    def __call__(self, x: Float[Array, " 2n"]) -> Float[Array, " 2n"]:
+        return _apply_j(jax.grad(self.hamiltonian)(_check_state(x)))
+
+
+def hamiltonian_vector_field(H: Hamiltonian) -> HamiltonianVectorField:
     """x -> J ∇H(x): Hamilton's equations q' = ∂H/∂p, p' = -∂H/∂q."""
-    grad = jax.grad(H)
+    return HamiltonianVectorField(H)
 
-    def field(x):
-        return _apply_j(grad(_check_state(x)))
 
-    return field
+class _Autonomous(eqx.Module):
+    """Diffrax's (t, y, args) signature around an autonomous field y -> f(y), scaled by `scale`."""
+
+    field: Callable[[Array], Array]
+    scale: Array | float = 1.0
+
+    def __call__(self, t, y, args):
+        return self.scale * self.field(y)
+
+
+class _Gradient(eqx.Module):
+    """(t, y, args) -> sign · ∇f(y): the two halves of a separable Hamiltonian's field."""
+
+    function: Callable[[Array], Scalar]
+    sign: float = eqx.field(static=True)
+
+    def __call__(self, t, y, args):
+        return self.sign * jax.grad(self.function)(y)
 
 
 def poisson_bracket(F: Hamiltonian, G: Hamiltonian) -> Callable[[Array], Scalar]:
@@ -174,7 +202,7 @@ def integrate_field(
             raise ValueError(f"dt0 must be positive, got {dt0!r}")
         controller = diffrax.ConstantStepSize()
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, x, args: field(x)),
+        diffrax.ODETerm(field if isinstance(field, _Autonomous) else _Autonomous(field)),
         solver,
         ts[0],
         ts[-1],
@@ -226,8 +254,8 @@ def integrate(
     ts = _check_times(ts)
     n = x0.shape[0] // 2
     terms = (
-        diffrax.ODETerm(lambda t, p, args: jax.grad(H.kinetic)(p)),
-        diffrax.ODETerm(lambda t, q, args: -jax.grad(H.potential)(q)),
+        diffrax.ODETerm(_Gradient(H.kinetic, 1.0)),
+        diffrax.ODETerm(_Gradient(H.potential, -1.0)),
     )
     sol = diffrax.diffeqsolve(
         terms,
@@ -257,7 +285,5 @@ def flow(
     Computed as the solution at s = 1 of dy/ds = tau · J ∇C(y), so tau may be traced (vmap, jit).
     """
     x = _check_state(x)
-    field = hamiltonian_vector_field(C)
-    return integrate_field(
-        lambda y: tau * field(y), x, jnp.array([0.0, 1.0]), rtol=rtol, atol=atol
-    )[-1]
+    field = _Autonomous(hamiltonian_vector_field(C), jnp.asarray(tau, dtype=x.dtype))
+    return integrate_field(field, x, jnp.array([0.0, 1.0]), rtol=rtol, atol=atol)[-1]

@@ -272,6 +272,15 @@ def _sample_pair(key, num, dim, masses, gravity):
 # --------------------------------------------------------------------------------------------
 
 
+@eqx.filter_jit
+def integrate_many(
+    hamiltonian, x0: Float[Array, "num 2n"], ts: Float[Array, " T"], *, rtol=1e-8, atol=1e-10
+) -> Float[Array, "num T 2n"]:
+    """`mechanics.integrate` vmapped over initial states (adaptive Tsit5), compiled once per
+    Hamiltonian and shape."""
+    return jax.vmap(lambda x: mechanics.integrate(hamiltonian, x, ts, rtol=rtol, atol=atol))(x0)
+
+
 def trajectories(
     system: System,
     key: PRNGKeyArray,
@@ -291,10 +300,7 @@ def trajectories(
         raise ValueError(f"noise must be >= 0, got {noise!r}")
     init_key, noise_key = jr.split(key)
     x0 = system.sample(init_key, num)
-    run = jax.jit(
-        jax.vmap(lambda x: mechanics.integrate(system.hamiltonian, x, ts, rtol=rtol, atol=atol))
-    )
-    ys = run(x0)
+    ys = integrate_many(system.hamiltonian, x0, jnp.asarray(ts), rtol=rtol, atol=atol)
     if noise > 0:
         ys = ys + noise * jr.normal(noise_key, ys.shape)
     return ys
