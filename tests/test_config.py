@@ -1,5 +1,6 @@
 import jax.numpy as jnp
 import pytest
+
 from conserved import config
 
 

@@ -2,8 +2,9 @@ import hypothesis.strategies as st
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conserved import diagnostics
 from hypothesis import given, settings
+
+from conserved import diagnostics
 
 
 def test_along_evaluates_each_state():

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+
 from conserved import diagnostics, hnn, mechanics, systems
 
 

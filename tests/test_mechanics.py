@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from hypothesis import given, settings
+
 from conftest import float64
 from conserved import diagnostics, mechanics, systems
-from hypothesis import given, settings
 
 seeds = st.integers(0, 2**31 - 1)
 

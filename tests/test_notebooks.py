@@ -1,18 +1,19 @@
-"""Every chapter listed in _toc.yml executes top to bottom in quick mode (CONSERVED_QUICK=1).
+"""Every chapter in _toc.yml runs in quick mode, and works as a course assignment.
 
-Each chapter is read with jupytext and run with nbclient in a fresh kernel, from the chapters/
-folder, exactly as the book build runs it. A cell that raises (a failed `assert` on a claim
-included) fails the test with the cell's traceback.
+Each chapter is executed top to bottom by the autograder (`conserved.assignments.grade`): a
+fresh kernel, CONSERVED_MODE=quick, the chapter's own checks. The instructor version must run
+without a single failing cell and score full marks within the quick-mode budget; its student
+edition must contain no solution text and score zero.
 """
 
-import os
-import time
+import re
 
-import jupytext
-import nbclient
+import nbformat
 import pytest
 import yaml
+
 from conftest import ROOT
+from conserved import assignments
 
 QUICK_BUDGET_S = 60  # each chapter must run in well under a minute on 2 cores in quick mode
 
@@ -27,32 +28,60 @@ def toc_chapters() -> list[str]:
     return files
 
 
-def test_toc_lists_existing_chapters():
+def test_toc_lists_existing_chapters_each_with_exercises():
     chapters = toc_chapters()
     assert chapters, "_toc.yml lists no chapter"
     for chapter in chapters:
-        assert (ROOT / f"{chapter}.md").is_file(), (
-            f"_toc.yml lists {chapter} but {chapter}.md is missing"
-        )
+        path = ROOT / f"{chapter}.md"
+        assert path.is_file(), f"_toc.yml lists {chapter} but {chapter}.md is missing"
+        exercises, _ = assignments.analyse(assignments.read_chapter(path))
+        wanted = 1 if chapter.endswith("00_jax_primer") else 3
+        assert len(exercises) >= wanted, f"{chapter} has {len(exercises)} exercises, needs {wanted}"
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("chapter", toc_chapters())
-def test_chapter_runs_in_quick_mode(chapter, monkeypatch):
-    monkeypatch.setenv("CONSERVED_QUICK", "1")
-    monkeypatch.delenv("CONSERVED_MODE", raising=False)
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel draws with the inline backend
-    path = ROOT / f"{chapter}.md"
-    notebook = jupytext.read(path)
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=600,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
+def test_chapter_runs_in_quick_mode_and_scores_full_marks(chapter):
+    report = assignments.grade(
+        ROOT / f"{chapter}.md", mode="quick", cell_timeout=600, total_timeout=1200
     )
-    start = time.perf_counter()
-    client.execute()
-    elapsed = time.perf_counter() - start
-    print(f"{chapter}: {elapsed:.1f} s in quick mode")
-    assert elapsed < QUICK_BUDGET_S * 1.5, f"{chapter} took {elapsed:.0f} s in quick mode"
-    assert os.environ["CONSERVED_QUICK"] == "1"
+    print(f"{chapter}: {report.seconds:.1f} s in quick mode, {report.total:g}/{report.maximum:g}")
+    assert not report.cell_errors, "\n".join(report.cell_errors)
+    assert report.total == report.maximum > 0, report.table()
+    assert report.seconds < QUICK_BUDGET_S * 1.5, (
+        f"{chapter} took {report.seconds:.0f} s in quick mode"
+    )
+
+
+def _meaningful(line: str) -> bool:
+    line = line.strip()
+    return len(line) >= 8 and re.search(r"[A-Za-z]", line) is not None and not line.startswith("#")
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("chapter", toc_chapters())
+def test_student_edition_has_no_solution_and_scores_zero(chapter, tmp_path):
+    source = ROOT / f"{chapter}.md"
+    result = assignments.release(source, tmp_path / "handout")
+    raw = result.written[0].read_text()
+    for marker in (
+        "BEGIN SOLUTION",
+        "END SOLUTION",
+        "BEGIN HIDDEN",
+        "END HIDDEN",
+        "solution-start",
+    ):
+        assert marker not in raw, marker
+    nb = nbformat.read(result.written[0], as_version=4)
+    student_lines = {line.strip() for cell in nb.cells for line in cell.source.split("\n")}
+    for exercise in result.exercises:
+        for line in exercise.solution_lines + exercise.hidden_lines:
+            if _meaningful(line):
+                assert line.strip() not in student_lines, (
+                    f"{exercise.label}: {line.strip()!r} leaked"
+                )
+    report = assignments.grade(
+        result.written[0], source=source, cell_timeout=600, total_timeout=1200
+    )
+    assert report.maximum == len(result.exercises) and report.total == 0, report.table()
+    assert all(e.status == "failed" for e in report.exercises), report.table()

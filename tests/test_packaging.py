@@ -4,6 +4,7 @@ import re
 import tomllib
 
 import yaml
+
 from conftest import ROOT
 
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.\-+]+)$")

@@ -6,10 +6,11 @@ import jax.random as jr
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings
+
 from conftest import float64
 from conserved import symmetry as sym
 from conserved import training
-from hypothesis import given, settings
 
 BASES = {
     "so2": lambda: sym.so_basis(2),

@@ -5,6 +5,7 @@ import jax.random as jr
 import numpy as np
 import optax
 import pytest
+
 from conserved import training
 
 
