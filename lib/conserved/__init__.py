@@ -5,9 +5,33 @@ learning*. One module per idea; the chapters import them.
 - `training`: the one jitted optax training loop.
 - `diagnostics`: drift of conserved quantities, relative errors, summary tables.
 - `plotting`: the book's figure style and recurring plots.
+- `symmetry`: Lie algebras, group actions, invariance, orbit averaging.
+- `mechanics`, `systems`, `hnn`: Hamiltonian mechanics, reference systems, HNNs.
+- `param_symmetry`: symmetries of network parameters and their conserved quantities.
+- `assignments`: student editions and autograding (imported on demand).
 """
 
-from . import config, diagnostics, plotting, training
+from . import (
+    config,
+    diagnostics,
+    hnn,
+    mechanics,
+    param_symmetry,
+    plotting,
+    symmetry,
+    systems,
+    training,
+)
 
-__all__ = ["config", "diagnostics", "plotting", "training"]
+__all__ = [
+    "config",
+    "diagnostics",
+    "hnn",
+    "mechanics",
+    "param_symmetry",
+    "plotting",
+    "symmetry",
+    "systems",
+    "training",
+]
 __version__ = "0.1.0"

@@ -16,7 +16,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar
 
 from . import mechanics, training
@@ -91,15 +90,14 @@ def fit_vector_field(
             f"states and derivatives must both have shape (N, {2 * model.dof}), "
             f"got {states.shape} and {derivatives.shape}"
         )
-    schedule = optax.cosine_decay_schedule(learning_rate, steps)
-    return training.fit(
+    return training.fit_adam(
         vector_field_loss,
         model,
-        optax.adam(schedule),
         steps=steps,
         key=key,
         data=(states, derivatives),
-        batch_size=min(batch_size, states.shape[0]),
+        learning_rate=learning_rate,
+        batch_size=batch_size,
         progress=progress,
         desc=f"fit {type(model).__name__}",
     )

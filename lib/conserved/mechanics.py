@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from equinox.internal import ω
-from jaxtyping import Array, ArrayLike, Float, Scalar
+from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
 
 from .symmetry import symplectic_matrix
 
@@ -34,6 +34,7 @@ __all__ = [
     "hamiltonian_vector_field",
     "integrate",
     "integrate_field",
+    "solve_ode",
     "flow",
     "poisson_bracket",
     "symplectic_matrix",
@@ -175,9 +176,9 @@ def _check_times(ts) -> Array:
     return ts
 
 
-def integrate_field(
+def solve_ode(
     field: Callable[[Array], Array],
-    x0: Float[ArrayLike, " 2n"],
+    y0: PyTree,
     ts: Float[ArrayLike, " T"],
     *,
     solver: diffrax.AbstractSolver | None = None,
@@ -185,18 +186,17 @@ def integrate_field(
     rtol: float = 1e-7,
     atol: float = 1e-9,
     max_steps: int = 100_000,
-) -> Float[Array, "T 2n"]:
-    """Integrate x' = field(x) from x0 = x(ts[0]) and return the states at `ts`.
+) -> PyTree:
+    """Integrate the autonomous ODE y' = field(y) from y0 = y(ts[0]); return y at `ts` (every
+    leaf gains a leading time axis).
 
-    With `dt0=None` (default) the step is adaptive (Tsit5 with a PID controller at `rtol`,
-    `atol`); with `dt0` given, the solver takes fixed steps of that size.
+    With `dt0=None` (default) the step is adaptive (Tsit5 unless `solver` is given, with a PID
+    controller at `rtol`, `atol`); with `dt0` given, the solver takes fixed steps of that size.
     """
-    x0 = _check_state(x0, "x0")
     ts = _check_times(ts)
     solver = diffrax.Tsit5() if solver is None else solver
     if dt0 is None:
         controller = diffrax.PIDController(rtol=rtol, atol=atol)
-        dt0 = None
     else:
         if not dt0 > 0:
             raise ValueError(f"dt0 must be positive, got {dt0!r}")
@@ -207,12 +207,23 @@ def integrate_field(
         ts[0],
         ts[-1],
         dt0,
-        x0,
+        y0,
         saveat=diffrax.SaveAt(ts=ts),
         stepsize_controller=controller,
         max_steps=max_steps,
     )
     return sol.ys
+
+
+def integrate_field(
+    field: Callable[[Array], Array],
+    x0: Float[ArrayLike, " 2n"],
+    ts: Float[ArrayLike, " T"],
+    **kwargs,
+) -> Float[Array, "T 2n"]:
+    """Integrate the phase-space field x' = field(x) from x0 = x(ts[0]); states at `ts`.
+    Keyword arguments (`solver`, `dt0`, `rtol`, `atol`, `max_steps`) as in `solve_ode`."""
+    return solve_ode(field, _check_state(x0, "x0"), ts, **kwargs)
 
 
 def integrate(

@@ -24,7 +24,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Scalar
 
 # --------------------------------------------------------------------------------------------
@@ -558,15 +557,14 @@ def fit_with_symmetry(
             xs = augment(action, move_key, xs)
         return training.mse(call(m, xs, orbit_key), ys)
 
-    schedule = optax.cosine_decay_schedule(learning_rate, steps)
-    result = training.fit(
+    result = training.fit_adam(
         loss,
         model,
-        optax.adam(schedule),
         steps=steps,
         key=key,
         data=(x, y),
-        batch_size=min(batch_size, x.shape[0]),
+        learning_rate=learning_rate,
+        batch_size=batch_size,
         progress=progress,
         desc=f"fit ({strategy})",
     )

@@ -222,6 +222,34 @@ def fit(
     return TrainResult(eqx.combine(params, static), np.concatenate(history), opt_state)
 
 
+def fit_adam(
+    loss_fn: LossFn,
+    model: PyTree,
+    *,
+    steps: int,
+    key: PRNGKeyArray,
+    data: PyTree,
+    learning_rate: float = 3e-3,
+    batch_size: int = 256,
+    progress: bool = True,
+    desc: str = "training",
+) -> TrainResult:
+    """`fit` with Adam, a cosine-decayed learning rate and minibatches of at most `batch_size`:
+    the recipe most of the book's small models use."""
+    size = _dataset_size(data)
+    return fit(
+        loss_fn,
+        model,
+        optax.adam(optax.cosine_decay_schedule(learning_rate, steps)),
+        steps=steps,
+        key=key,
+        data=data,
+        batch_size=min(batch_size, size),
+        progress=progress,
+        desc=desc,
+    )
+
+
 def mse(prediction: Float[Array, "..."], target: Float[Array, "..."]) -> Scalar:
     """Mean squared error; shapes must match exactly (no silent broadcasting)."""
     if jnp.shape(prediction) != jnp.shape(target):
