@@ -8,6 +8,7 @@ learning*. One module per idea; the chapters import them.
 - `symmetry`: Lie algebras, group actions, invariance, orbit averaging.
 - `mechanics`, `systems`, `hnn`: Hamiltonian mechanics, reference systems, HNNs.
 - `param_symmetry`: symmetries of network parameters and their conserved quantities.
+- `projection`, `pde`: exact integral projections; method-of-lines PDE solvers.
 - `assignments`: student editions and autograding (imported on demand).
 """
 
@@ -29,7 +30,9 @@ __all__ = [
     "hnn",
     "mechanics",
     "param_symmetry",
+    "pde",
     "plotting",
+    "projection",
     "symmetry",
     "systems",
     "training",

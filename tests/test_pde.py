@@ -1,0 +1,78 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import float64
+from conserved import pde
+from conserved.projection import linear_integral, quadratic_integral
+
+
+def test_advection_matches_its_exact_translation():
+    with float64():
+        x, dx = pde.periodic_grid(256, 2.0)
+        u0 = lambda z: jnp.sin(2 * jnp.pi * z + 0.025) + 0.3 * jnp.cos(4 * jnp.pi * z)  # noqa: E731
+        ts = jnp.linspace(0.0, 0.99, 100)
+        numeric = pde.solve(pde.advection_rhs(0.1, 2.0), u0(x), ts)
+        exact = pde.advection_exact(u0, x, ts, 0.1, 2.0)
+        assert float(jnp.max(jnp.abs(numeric - exact))) < 1e-6
+        np.testing.assert_allclose(
+            quadratic_integral(numeric, dx), quadratic_integral(u0(x), dx), rtol=1e-8
+        )
+
+
+def test_burgers_keeps_mass_and_loses_energy():
+    with float64():
+        x, dx = pde.periodic_grid(128, 2.0, start=-1.0)
+        ts = jnp.linspace(0.0, 0.5, 11)
+        u = pde.solve(pde.burgers_rhs(0.05, 2.0), -jnp.sin(jnp.pi * x) + 0.2, ts)
+        mass = linear_integral(u, dx)
+        energy = quadratic_integral(u, dx)
+        assert float(jnp.max(jnp.abs(mass - mass[0]))) < 1e-10
+        assert bool(jnp.all(jnp.diff(energy) < 0))
+
+
+def test_kdv_keeps_mass_and_energy():
+    with float64():
+        x, dx = pde.periodic_grid(128, 2.0, start=-1.0)
+        ts = jnp.linspace(0.0, 0.3, 7)
+        u = pde.solve(pde.kdv_rhs(0.05, 2.0), jnp.cos(jnp.pi * x), ts)
+        mass, energy = linear_integral(u, dx), quadratic_integral(u, dx)
+        assert float(jnp.max(jnp.abs(mass - mass[0]))) < 1e-10
+        assert float(jnp.max(jnp.abs(energy / energy[0] - 1))) < 1e-5
+
+
+def test_insulated_heat_and_allen_cahn_conserve_mass():
+    with float64():
+        x, dx = pde.cell_centres(64, 1.0)
+        u0 = jnp.exp(-((x - 0.3) ** 2) / 0.01) + 0.5
+        ts = jnp.linspace(0.0, 2.0, 5)
+        heat = pde.solve(pde.heat_neumann_rhs(0.1, dx), u0, ts, stiff=True)
+        mass = linear_integral(heat, dx)
+        assert float(jnp.max(jnp.abs(mass - mass[0]))) < 1e-10
+        # every non-constant mode decays at least as fast as the slowest, exp(-κ π² t)
+        assert float(jnp.std(heat[-1])) < float(jnp.exp(-0.1 * jnp.pi**2 * 2.0)) * float(
+            jnp.std(u0)
+        )
+        ac = pde.solve(
+            pde.allen_cahn_rhs(0.02, dx), 0.2 * jnp.sin(6 * jnp.pi * x) + 0.1, ts, stiff=True
+        )
+        mass = linear_integral(ac, dx)
+        assert float(jnp.max(jnp.abs(mass - mass[0]))) < 1e-10
+        assert float(jnp.max(jnp.abs(ac[-1]))) > 0.5  # phases separate towards ±1
+
+
+def test_spectral_derivative_and_bad_input():
+    with float64():
+        x, _ = pde.periodic_grid(64, 2 * np.pi)
+        np.testing.assert_allclose(
+            pde.spectral_derivative(jnp.sin(3 * x), 2 * np.pi), 3 * jnp.cos(3 * x), atol=1e-10
+        )
+        np.testing.assert_allclose(
+            pde.spectral_derivative(jnp.sin(3 * x), 2 * np.pi, 2), -9 * jnp.sin(3 * x), atol=1e-9
+        )
+    with pytest.raises(ValueError, match="n must be"):
+        pde.periodic_grid(2, 1.0)
+    with pytest.raises(ValueError, match="nu"):
+        pde.burgers_rhs(0.0, 1.0)
+    with pytest.raises(ValueError, match="1-D"):
+        pde.solve(pde.heat_neumann_rhs(1.0, 0.1), jnp.ones((2, 3)), jnp.linspace(0, 1, 3))
