@@ -60,6 +60,10 @@ def test_attention_and_softmax_symmetries():
         logp = jax.nn.log_softmax(mlp(x[0, :5]))
         shifted = jax.nn.log_softmax(ps.softmax_shift(mlp, 3.7)(x[0, :5]))
         assert float(jnp.max(jnp.abs(logp - shifted))) < 1e-12
+        w = jr.normal(k[5], (7, 5))
+        ln = ps.layer_norm(x[:, :5] @ w.T)
+        assert float(jnp.max(jnp.abs(ln - ps.layer_norm(x[:, :5] @ (3.7 * w).T)))) < 1e-12
+        np.testing.assert_allclose(jnp.std(ln, axis=-1), 1.0, rtol=1e-12)
 
 
 def test_conserved_quantities_under_gradient_flow_of_a_random_loss():

@@ -96,6 +96,15 @@ def softmax_shift(mlp: eqx.nn.MLP, shift: float) -> eqx.nn.MLP:
     return eqx.tree_at(lambda m: m.layers[-1].bias, mlp, mlp.layers[-1].bias + shift)
 
 
+def layer_norm(z: Float[Array, "... h"]) -> Float[Array, "... h"]:
+    """Layer normalisation without learned gain or bias, (z - mean) / std over the last axis.
+    Scaling its input by any c > 0 (for example the weights of the layer before it) changes
+    nothing: the normalisation's scale symmetry."""
+    z = jnp.asarray(z)
+    centred = z - jnp.mean(z, axis=-1, keepdims=True)
+    return centred / jnp.sqrt(jnp.mean(centred**2, axis=-1, keepdims=True))
+
+
 def attention(x, wq, wk, wv, wo):
     """Single-head softmax self-attention of tokens x (n × d): softmax(QKᵀ/√d_k) V W_O."""
     q, k, v = x @ wq, x @ wk, x @ wv

@@ -85,19 +85,42 @@ def project(
     have (the constant field). Those checks run on concrete values (not inside `jit`).
     """
     u = _check(u, dx)
-    n = u.shape[-1]
-    if linear is None and quadratic is None:
-        raise ValueError("give linear=, quadratic= or both")
     if linear is not None and quadratic is None:
         return fix_mean(u, linear, dx)
+    alpha, beta = affine_coefficients(u, dx, linear=linear, quadratic=quadratic, eps=eps)
+    return alpha[..., None] + beta[..., None] * u
+
+
+def affine_coefficients(
+    u: Float[ArrayLike, "... n"],
+    dx: float,
+    *,
+    linear: Float[ArrayLike, "..."] | None = None,
+    quadratic: Float[ArrayLike, "..."] | None = None,
+    eps: float = EPS,
+) -> tuple[Float[Array, "..."], Float[Array, "..."]]:
+    """The projection as an affine map of the field: project(u) = alpha + beta · u, with
+    (alpha, beta) per batch entry (per time). The same map extends the projection from the grid
+    to any point x, ũ(x, t) = alpha(t) + beta(t) u(x, t), so ũ_x = beta u_x.
+
+    linear: (c1/(n dx) - mean u, 1); quadratic: (0, sqrt(c2 / I_2(u))); both:
+    (m - a mean u, a). Same checks and `eps` guard as `project`.
+    """
+    u = _check(u, dx)
+    n = u.shape[-1]
+    mean = jnp.mean(u, axis=-1)
+    if linear is None and quadratic is None:
+        raise ValueError("give linear=, quadratic= or both")
+    if quadratic is None:
+        alpha = jnp.asarray(linear) / (n * dx) - mean
+        return alpha, jnp.ones_like(alpha)
     quadratic = jnp.asarray(quadratic)
     if _concrete(quadratic) and bool(jnp.any(quadratic < 0)):
         raise ValueError(f"quadratic must be >= 0 (it is dx Σ u²), got {quadratic}")
     if linear is None:
-        scale = jnp.sqrt(quadratic[..., None] / (quadratic_integral(u, dx)[..., None] + eps))
-        return u * scale
+        beta = jnp.sqrt(quadratic / (quadratic_integral(u, dx) + eps))
+        return jnp.zeros_like(beta), beta
     linear = jnp.asarray(linear)
-    mean = linear / (n * dx)
     floor = linear**2 / (n * dx)
     if (
         _concrete(quadratic)
@@ -108,7 +131,7 @@ def project(
             "infeasible constraints: with dx Σ u = c1 on n points, dx Σ u² >= c1²/(n dx) "
             f"(the constant field); got c1 = {linear}, c2 = {quadratic}, minimum {floor}"
         )
-    fluctuation = u - jnp.mean(u, axis=-1, keepdims=True)
     spread = jnp.maximum(quadratic - floor, 0.0)
-    a = jnp.sqrt(spread[..., None] / (quadratic_integral(fluctuation, dx)[..., None] + eps))
-    return mean[..., None] + a * fluctuation
+    fluctuation = quadratic_integral(u - mean[..., None], dx)
+    beta = jnp.sqrt(spread / (fluctuation + eps))
+    return linear / (n * dx) - beta * mean, beta

@@ -1,0 +1,74 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+from conftest import float64
+from conserved import pde, pinn, projection
+
+
+def _setup():
+    x, dx = pde.periodic_grid(32, 2.0)
+    ts = jnp.linspace(0.0, 1.0, 5)
+    model = pinn.PINN(width=8, depth=2, key=jr.key(0))
+    c1 = lambda t: 0.1 * t  # noqa: E731
+    c2 = lambda t: 1.0 + 0.2 * t  # noqa: E731
+    return x, dx, ts, model, c1, c2
+
+
+@pytest.mark.parametrize("mode", ["linear", "quadratic", "joint"])
+def test_projected_fields_satisfy_the_constraints_and_match_autodiff(mode):
+    with float64():
+        x, dx, ts, model, c1, c2 = _setup()
+        cons = pinn.Constraints.for_mode(mode, c1, c2)
+        f = pinn.fields(model, x, dx, ts, cons)
+        if mode in ("linear", "joint"):
+            np.testing.assert_allclose(
+                projection.linear_integral(f.u, dx), jax.vmap(c1)(ts), atol=1e-12
+            )
+        if mode in ("quadratic", "joint"):
+            # exact up to the eps guard: relative error ~ eps / (dx Σ fluctuation²), about 1e-9
+            # here because a small untrained network is nearly constant in x
+            np.testing.assert_allclose(
+                projection.quadratic_integral(f.u, dx), jax.vmap(c2)(ts), rtol=1e-8
+            )
+        np.testing.assert_allclose(f.u, pinn.predict(model, x, dx, ts, cons), atol=1e-12)
+
+        # The time derivative through the projection equals a finite difference of the
+        # projected field; the x-derivative equals autodiff of ũ(x, t) = α(t) + β(t) u(x, t).
+        h = 1e-6
+        plus = pinn.predict(model, x, dx, ts + h, cons)
+        minus = pinn.predict(model, x, dx, ts - h, cons)
+        np.testing.assert_allclose(f.u_t, (plus - minus) / (2 * h), atol=1e-6)
+        # and the integrals' time derivatives are the targets' (c1' = 0.1, c2' = 0.2)
+        if mode in ("linear", "joint"):
+            np.testing.assert_allclose(projection.linear_integral(f.u_t, dx), 0.1, atol=1e-9)
+
+
+def test_unprojected_fields_are_the_network_derivatives():
+    with float64():
+        x, dx, ts, model, _, _ = _setup()
+        f = pinn.fields(model, x, dx, ts)
+        t, xi = ts[2], x[3]
+        assert float(f.u[2, 3]) == pytest.approx(float(model(xi, t)))
+        assert float(f.u_x[2, 3]) == pytest.approx(float(jax.grad(model, argnums=0)(xi, t)))
+        assert float(f.u_xx[2, 3]) == pytest.approx(
+            float(jax.grad(jax.grad(model, argnums=0), argnums=0)(xi, t))
+        )
+
+
+def test_loss_terms_and_bad_mode():
+    x, dx, ts, model, c1, c2 = _setup()
+    u0 = jnp.sin(jnp.pi * x)
+    args = dict(x=x, dx=dx, ts=ts, u0=u0, residual=lambda f: pinn.advection_residual(f, 0.1))
+    plain = pinn.pinn_loss(model, **args)
+    soft = pinn.pinn_loss(model, **args, soft=pinn.Constraints(linear=c1, quadratic=c2))
+    periodic = pinn.pinn_loss(model, **args, length=2.0)
+    assert float(soft) > float(plain) and float(periodic) >= float(plain)
+    joint = pinn.Constraints.for_mode("joint", c1, c2)
+    grads = eqx.filter_grad(lambda m: pinn.pinn_loss(m, **args, constraints=joint))(model)
+    assert bool(jnp.all(jnp.isfinite(grads.mlp.layers[0].weight)))
+    with pytest.raises(ValueError, match="mode"):
+        pinn.Constraints.for_mode("cubic", c1, c2)
