@@ -112,8 +112,10 @@ def fields(
             return projection.affine_coefficients(values, dx, linear=c1, quadratic=c2)
 
         (alpha, beta), (d_alpha, d_beta) = jax.jvp(coefficients, (t,), (jnp.ones_like(t),))
+        c1 = None if constraints.linear is None else constraints.linear(t)
+        c2 = None if constraints.quadratic is None else constraints.quadratic(t)
         return (
-            alpha + beta * u,
+            projection.project(u, dx, linear=c1, quadratic=c2),  # = alpha + beta u, rounded well
             d_alpha + d_beta * u + beta * u_t,
             beta * u_x,
             beta * u_xx,
@@ -182,3 +184,62 @@ def pinn_loss(
                 (projection.quadratic_integral(grid.u, dx) - target) ** 2
             )
     return loss
+
+
+def train_adam_lbfgs(
+    loss: Callable[[PINN], Scalar],
+    model: PINN,
+    *,
+    adam_steps: int,
+    lbfgs_steps: int,
+    key: PRNGKeyArray,
+    learning_rate: float = 1e-3,
+    progress: bool = True,
+) -> tuple[PINN, Array]:
+    """Adam (`adam_steps`, constant `learning_rate`), then L-BFGS (`optax.lbfgs` with its zoom
+    line search; skipped when `lbfgs_steps=0`) on a full-batch loss `loss(model)`. Returns the
+    model and all losses."""
+    import optax
+
+    from . import training
+
+    step_loss = lambda m, batch, k: loss(m)  # noqa: E731
+    k1, k2 = jax.random.split(key)
+    first = training.fit(
+        step_loss,
+        model,
+        optax.adam(learning_rate),
+        steps=adam_steps,
+        key=k1,
+        progress=progress,
+        desc="Adam",
+    )
+    if lbfgs_steps == 0:
+        return first.model, jnp.asarray(first.losses)
+    second = training.fit(
+        step_loss,
+        first.model,
+        optax.lbfgs(),
+        steps=lbfgs_steps,
+        key=k2,
+        progress=progress,
+        desc="L-BFGS",
+    )
+    return second.model, jnp.concatenate([jnp.asarray(first.losses), jnp.asarray(second.losses)])
+
+
+def integral_errors(
+    u: Float[Array, "T n"],
+    dx: float,
+    ts: Float[Array, " T"],
+    *,
+    linear: Callable[[Scalar], Scalar] | None = None,
+    quadratic: Callable[[Scalar], Scalar] | None = None,
+) -> dict[str, Array]:
+    """Per-time absolute errors |ĉ(t) - c(t)| of the integrals of u on its grid, `(T,)` each."""
+    out = {}
+    if linear is not None:
+        out["linear"] = jnp.abs(projection.linear_integral(u, dx) - jax.vmap(linear)(ts))
+    if quadratic is not None:
+        out["quadratic"] = jnp.abs(projection.quadratic_integral(u, dx) - jax.vmap(quadratic)(ts))
+    return out

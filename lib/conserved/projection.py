@@ -88,7 +88,14 @@ def project(
     if linear is not None and quadratic is None:
         return fix_mean(u, linear, dx)
     alpha, beta = affine_coefficients(u, dx, linear=linear, quadratic=quadratic, eps=eps)
-    return alpha[..., None] + beta[..., None] * u
+    if linear is None:
+        return beta[..., None] * u
+    # m + a (u - mean u), centred twice: when the field is nearly constant, a is large and the
+    # rounding error of a one-pass mean would be amplified into the linear integral
+    fluctuation = u - jnp.mean(u, axis=-1, keepdims=True)
+    fluctuation = fluctuation - jnp.mean(fluctuation, axis=-1, keepdims=True)
+    mean = jnp.asarray(linear)[..., None] / (u.shape[-1] * dx)
+    return mean + beta[..., None] * fluctuation
 
 
 def affine_coefficients(
