@@ -76,3 +76,14 @@ def test_spectral_derivative_and_bad_input():
         pde.burgers_rhs(0.0, 1.0)
     with pytest.raises(ValueError, match="1-D"):
         pde.solve(pde.heat_neumann_rhs(1.0, 0.1), jnp.ones((2, 3)), jnp.linspace(0, 1, 3))
+
+
+def test_trapezoid_rule():
+    with float64():
+        x = jnp.linspace(0.0, 1.0, 101)
+        assert float(pde.trapezoid(x**2, 0.01)) == pytest.approx(1 / 3, abs=2e-5)
+        assert float(pde.trapezoid(2 * x + 1, 0.01)) == pytest.approx(
+            2.0, abs=1e-12
+        )  # exact for lines
+        with pytest.raises(ValueError, match="2 points"):
+            pde.trapezoid(jnp.ones(1), 0.1)

@@ -72,3 +72,24 @@ def test_loss_terms_and_bad_mode():
     assert bool(jnp.all(jnp.isfinite(grads.mlp.layers[0].weight)))
     with pytest.raises(ValueError, match="mode"):
         pinn.Constraints.for_mode("cubic", c1, c2)
+
+
+def test_third_derivative_and_other_residuals():
+    with float64():
+        x, dx, ts, model, c1, c2 = _setup()
+        f = pinn.fields(model, x, dx, ts, order=3)
+        t, xi = ts[1], x[5]
+        d3 = jax.grad(jax.grad(jax.grad(model, argnums=0), argnums=0), argnums=0)(xi, t)
+        assert float(f.u_xxx[1, 5]) == pytest.approx(float(d3))
+        cons = pinn.Constraints.for_mode("joint", c1, c2)
+        fp = pinn.fields(model, x, dx, ts, cons, order=3)
+        beta = fp.u_x / f.u_x
+        np.testing.assert_allclose(fp.u_xxx, beta * f.u_xxx, rtol=1e-9)
+        for residual in (
+            pinn.kdv_residual(f, 0.05),
+            pinn.heat_residual(f, 0.1),
+            pinn.allen_cahn_residual(f, 0.02),
+        ):
+            assert residual.shape == (5, 32)
+        with pytest.raises(ValueError, match="order=3"):
+            pinn.kdv_residual(pinn.fields(model, x, dx, ts), 0.05)

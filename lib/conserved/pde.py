@@ -56,6 +56,15 @@ def spectral_derivative(
     return jnp.fft.irfft((1j * k) ** order * jnp.fft.rfft(u, axis=-1), n=n, axis=-1)
 
 
+def trapezoid(u: Float[ArrayLike, "... n"], dx: float) -> Float[Array, "..."]:
+    """Trapezoid rule over the last axis, for a grid that includes both end points (non-periodic).
+    On a periodic grid the rectangle rule (`projection.linear_integral`) is the same rule."""
+    u = jnp.asarray(u)
+    if u.shape[-1] < 2:
+        raise ValueError(f"u needs at least 2 points on its last axis, got shape {u.shape}")
+    return dx * (jnp.sum(u, axis=-1) - 0.5 * (u[..., 0] + u[..., -1]))
+
+
 def _neumann_laplacian(u: Float[Array, " n"], dx: float) -> Float[Array, " n"]:
     """Finite-volume u_xx with zero flux through both ends: Σ of the result is exactly 0."""
     flux = jnp.diff(u) / dx  # between cells

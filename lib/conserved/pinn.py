@@ -14,7 +14,8 @@ evaluations the projection needs. Derivatives follow by the chain rule:
 - `PINN`: the network.
 - `Constraints`: the target integrals c1(t) = ∫u dx and/or c2(t) = ∫u² dx as functions of t.
 - `fields(model, x, dx, ts, constraints)`: ũ, ũ_t and spatial derivatives on the grid, `(T, n)`.
-- `advection_residual`, `burgers_residual`: PDE residuals from those fields.
+- `advection_residual`, `burgers_residual`, `kdv_residual`, `heat_residual`,
+  `allen_cahn_residual`: PDE residuals from those fields.
 - `pinn_loss`: initial-condition data + periodicity + residual (+ soft penalty).
 """
 
@@ -66,24 +67,27 @@ class Constraints(eqx.Module):
 
 
 class Fields(NamedTuple):
-    """Projected field and its derivatives on the (T, n) grid."""
+    """Projected field and its derivatives on the (T, n) grid (`u_xxx` only with order=3)."""
 
     u: Array
     u_t: Array
     u_x: Array
     u_xx: Array
+    u_xxx: Array | None = None
 
 
-def _raw(model: PINN, x: Array, t: Scalar):
-    """u, u_t, u_x, u_xx of the bare network at the grid x, one time t (each (n,))."""
+def _raw(model: PINN, x: Array, t: Scalar, order: int = 2):
+    """u, u_t and the x-derivatives up to `order` of the bare network at the grid x, one time t
+    (each (n,))."""
 
     def one(xi):
         f = lambda a, b: model(a, b)  # noqa: E731
-        u = f(xi, t)
-        u_t = jax.grad(f, argnums=1)(xi, t)
-        u_x = jax.grad(f, argnums=0)(xi, t)
-        u_xx = jax.grad(jax.grad(f, argnums=0), argnums=0)(xi, t)
-        return u, u_t, u_x, u_xx
+        d1 = jax.grad(f, argnums=0)
+        d2 = jax.grad(d1, argnums=0)
+        out = (f(xi, t), jax.grad(f, argnums=1)(xi, t), d1(xi, t), d2(xi, t))
+        if order >= 3:
+            out = out + (jax.grad(d2, argnums=0)(xi, t),)
+        return out
 
     return jax.vmap(one)(x)
 
@@ -94,16 +98,22 @@ def fields(
     dx: float,
     ts: Float[Array, " T"],
     constraints: Constraints | None = None,
+    *,
+    order: int = 2,
 ) -> Fields:
-    """The (projected) field and its derivatives at every grid point and time, each `(T, n)`."""
+    """The (projected) field and its derivatives at every grid point and time, each `(T, n)`;
+    `order=3` adds u_xxx (for KdV)."""
     x, ts = jnp.asarray(x), jnp.asarray(ts)
     if x.ndim != 1 or ts.ndim != 1:
         raise ValueError(f"x and ts must be 1-D, got shapes {x.shape} and {ts.shape}")
+    if order not in (2, 3):
+        raise ValueError(f"order must be 2 or 3, got {order!r}")
 
     def at(t):
-        u, u_t, u_x, u_xx = _raw(model, x, t)
+        raw = _raw(model, x, t, order)
+        u, u_t, u_x, u_xx = raw[:4]
         if constraints is None:
-            return u, u_t, u_x, u_xx
+            return raw
 
         def coefficients(s):
             values = jax.vmap(lambda xi: model(xi, s))(x)
@@ -115,10 +125,15 @@ def fields(
         c1 = None if constraints.linear is None else constraints.linear(t)
         c2 = None if constraints.quadratic is None else constraints.quadratic(t)
         return (
-            projection.project(u, dx, linear=c1, quadratic=c2),  # = alpha + beta u, rounded well
-            d_alpha + d_beta * u + beta * u_t,
-            beta * u_x,
-            beta * u_xx,
+            (
+                projection.project(
+                    u, dx, linear=c1, quadratic=c2
+                ),  # = alpha + beta u, rounded well
+                d_alpha + d_beta * u + beta * u_t,
+                beta * u_x,
+                beta * u_xx,
+            )
+            + tuple(beta * r for r in raw[4:])
         )
 
     return Fields(*jax.vmap(at)(ts))
@@ -149,6 +164,24 @@ def burgers_residual(f: Fields, nu: float) -> Array:
     return f.u_t + f.u * f.u_x - nu * f.u_xx
 
 
+def kdv_residual(f: Fields, delta: float) -> Array:
+    """u_t + u u_x + δ² u_xxx (needs `fields(..., order=3)`)."""
+    if f.u_xxx is None:
+        raise ValueError("the KdV residual needs u_xxx: compute the fields with order=3")
+    return f.u_t + f.u * f.u_x + delta**2 * f.u_xxx
+
+
+def heat_residual(f: Fields, kappa: float) -> Array:
+    """u_t - κ u_xx."""
+    return f.u_t - kappa * f.u_xx
+
+
+def allen_cahn_residual(f: Fields, epsilon: float) -> Array:
+    """u_t - ε² u_xx - g(u) + mean_x g(u), g(u) = u - u³ (mass-conserving Allen–Cahn)."""
+    g = f.u - f.u**3
+    return f.u_t - epsilon**2 * f.u_xx - g + jnp.mean(g, axis=-1, keepdims=True)
+
+
 def pinn_loss(
     model: PINN,
     *,
@@ -161,11 +194,12 @@ def pinn_loss(
     soft: Constraints | None = None,
     soft_weight: float = 10.0,
     length: float | None = None,
+    order: int = 2,
 ) -> Scalar:
     """Initial-condition MSE + mean squared residual on the (T, n) grid; with `length`, a
     periodicity penalty (u(x_0, t) = u(x_0 + length, t)); with `soft`, the soft-constraint
     penalty `soft_weight` · mean_t |ĉ(t) - c(t)|² on the integrals it names (PINN-SC)."""
-    grid = fields(model, x, dx, ts, constraints)
+    grid = fields(model, x, dx, ts, constraints, order=order)
     initial = predict(model, x, dx, jnp.zeros(1, ts.dtype), constraints)[0]
     loss = jnp.mean((initial - u0) ** 2) + jnp.mean(residual(grid) ** 2)
     if length is not None:
