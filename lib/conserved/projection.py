@@ -87,7 +87,7 @@ def project(
     u = _check(u, dx)
     if linear is not None and quadratic is None:
         return fix_mean(u, linear, dx)
-    alpha, beta = affine_coefficients(u, dx, linear=linear, quadratic=quadratic, eps=eps)
+    _, beta = affine_coefficients(u, dx, linear=linear, quadratic=quadratic, eps=eps)
     if linear is None:
         return beta[..., None] * u
     # m + a (u - mean u), centred twice: when the field is nearly constant, a is large and the
