@@ -53,6 +53,12 @@ class Constraints(eqx.Module):
     linear: Callable[[Scalar], Scalar] | None = eqx.field(static=True, default=None)
     quadratic: Callable[[Scalar], Scalar] | None = eqx.field(static=True, default=None)
 
+    def values(self, t: Scalar) -> tuple[Scalar | None, Scalar | None]:
+        """(c1(t), c2(t)), `None` for an integral left free."""
+        c1 = None if self.linear is None else self.linear(t)
+        c2 = None if self.quadratic is None else self.quadratic(t)
+        return c1, c2
+
     @classmethod
     def for_mode(cls, mode: str, linear, quadratic) -> Constraints | None:
         """Constraints of a projection mode (`none` -> None)."""
@@ -117,13 +123,11 @@ def fields(
 
         def coefficients(s):
             values = jax.vmap(lambda xi: model(xi, s))(x)
-            c1 = None if constraints.linear is None else constraints.linear(s)
-            c2 = None if constraints.quadratic is None else constraints.quadratic(s)
+            c1, c2 = constraints.values(s)
             return projection.affine_coefficients(values, dx, linear=c1, quadratic=c2)
 
         (alpha, beta), (d_alpha, d_beta) = jax.jvp(coefficients, (t,), (jnp.ones_like(t),))
-        c1 = None if constraints.linear is None else constraints.linear(t)
-        c2 = None if constraints.quadratic is None else constraints.quadratic(t)
+        c1, c2 = constraints.values(t)
         return (
             (
                 projection.project(
@@ -147,8 +151,7 @@ def predict(model: PINN, x, dx, ts, constraints: Constraints | None = None) -> F
         values = jax.vmap(lambda xi: model(xi, t))(x)
         if constraints is None:
             return values
-        c1 = None if constraints.linear is None else constraints.linear(t)
-        c2 = None if constraints.quadratic is None else constraints.quadratic(t)
+        c1, c2 = constraints.values(t)
         return projection.project(values, dx, linear=c1, quadratic=c2)
 
     return jax.vmap(at)(ts)
