@@ -64,3 +64,14 @@ def test_x64_switch_round_trip():
         config.enable_x64(before)
     with pytest.raises(ValueError, match="enabled"):
         config.enable_x64("yes")
+
+
+def test_compilation_cache_location(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONSERVED_JAX_CACHE", str(tmp_path / "jax"))
+    assert config.compilation_cache_dir() == str(tmp_path / "jax")
+    for off in ("off", "0", ""):
+        monkeypatch.setenv("CONSERVED_JAX_CACHE", off)
+        assert config.compilation_cache_dir() is None
+    monkeypatch.delenv("CONSERVED_JAX_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert config.compilation_cache_dir() == str(tmp_path / "conserved" / "jax")

@@ -7,6 +7,7 @@ learning*. One module per idea; the chapters import them.
 - `plotting`: the book's figure style and recurring plots.
 - `symmetry`: Lie algebras, group actions, invariance, orbit averaging.
 - `mechanics`, `systems`, `hnn`: Hamiltonian mechanics, reference systems, HNNs.
+- `razor`: Noether's Razor, learned quadratic conserved quantities and the variational bound.
 - `param_symmetry`: symmetries of network parameters and their conserved quantities.
 - `projection`, `pde`: exact integral projections; method-of-lines PDE solvers.
 - `assignments`: student editions and autograding (imported on demand).
@@ -19,6 +20,7 @@ from . import (
     mechanics,
     param_symmetry,
     plotting,
+    razor,
     symmetry,
     systems,
     training,
@@ -33,6 +35,7 @@ __all__ = [
     "pde",
     "plotting",
     "projection",
+    "razor",
     "symmetry",
     "systems",
     "training",

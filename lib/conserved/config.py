@@ -12,6 +12,10 @@ A chapter reads its sizes once, in its parameter cell::
 
     from conserved import config
     sizes = config.choose(quick=dict(steps=200), full=dict(steps=2_000), paper=dict(steps=50_000))
+
+Compiled XLA programs are kept on disk between runs (JAX's persistent compilation cache), so a
+notebook run a second time skips most of its compilation: in ``$CONSERVED_JAX_CACHE`` if set
+(``off`` disables it), else in ``$XDG_CACHE_HOME/conserved/jax`` (``~/.cache/conserved/jax``).
 """
 
 from __future__ import annotations
@@ -99,3 +103,24 @@ def enable_x64(enabled: bool = True) -> None:
 def x64_enabled() -> bool:
     """Whether JAX currently creates float64 arrays by default."""
     return bool(jax.config.jax_enable_x64)
+
+
+def compilation_cache_dir() -> str | None:
+    """Where compiled programs are cached between runs (`None`: caching is off)."""
+    chosen = os.environ.get("CONSERVED_JAX_CACHE")
+    if chosen is not None:
+        return None if chosen.strip().lower() in ("", "0", "off", "false", "no") else chosen
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "conserved", "jax")
+
+
+def _enable_compilation_cache() -> None:
+    path = compilation_cache_dir()
+    if path is None or jax.config.jax_compilation_cache_dir:
+        return  # off, or the user configured JAX's cache already
+    jax.config.update("jax_compilation_cache_dir", path)
+    # only programs that took a while to compile are worth a disk entry
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+_enable_compilation_cache()

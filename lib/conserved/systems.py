@@ -11,6 +11,9 @@ sampler of initial states.
 | `kepler()` | one body in R², pulled to the origin | energy, angular momentum, Runge–Lenz |
 | `n_body(n, dim)` | n bodies in R^dim | energy, total momentum, angular momentum |
 
+`n_body_quadratic_invariants(n, dim)` lists every quadratic conserved quantity of the n-body
+problem (7 in 2-D), the symmetry group that Noether's Razor should find.
+
 Data sets: `trajectories(system, key, num, ts, ...)` integrates random initial states with
 Diffrax (vmapped) and can add Gaussian noise; `derivative_dataset` returns states with their
 exact time derivatives, the targets of Hamiltonian-network training.
@@ -241,6 +244,88 @@ def n_body(
         return jnp.concatenate([q.reshape(num, -1), p.reshape(num, -1)], axis=1)
 
     return System(f"{n} bodies in {dim}-D", H, n * dim, conserved, sample)
+
+
+def n_body_quadratic_invariants(
+    n: int = 2, dim: int = 2, *, masses: Float[Array, " n"] | None = None
+) -> dict[str, Callable[[Array], Scalar]]:
+    """Every quadratic conserved quantity of the n-body problem in R^dim (van der Ouderaa et al.,
+    App. B.3), for the state layout of `n_body`:
+
+    - the total momentum components P_d (translations);
+    - the total angular momentum Σ_i q_i ∧ p_i (rotations about the origin);
+    - the centre-of-mass angular momentum q_COM ∧ P (rotations about the centre of mass);
+    - the products P_d P_e, d ≤ e (momentum-dependent translations).
+
+    In 2-D that is 2 + 1 + 1 + 3 = 7 (in 3-D, 15): the quadratics whose flows are the group that
+    contains SE(dim) and has the same orbits.
+    """
+    n = _positive_int("n", n, 2)
+    dim = _positive_int("dim", dim, 2)
+    if dim > 3:
+        raise ValueError(f"dim must be 2 or 3, got {dim}")
+    masses = jnp.ones(n) if masses is None else jnp.asarray(masses, dtype=float)
+    if masses.shape != (n,) or not bool(jnp.all(masses > 0)):
+        raise ValueError(f"masses must be {n} positive numbers, got {masses}")
+    half = n * dim
+
+    def q_p(x):
+        return x[:half].reshape(n, dim), x[half:].reshape(n, dim)
+
+    def total(x):
+        return jnp.sum(q_p(x)[1], axis=0)
+
+    def centre(x):
+        return masses @ q_p(x)[0] / jnp.sum(masses)
+
+    def wedge(a, b, d, e):
+        return a[..., d] * b[..., e] - a[..., e] * b[..., d]
+
+    axes = "xyz"
+    out: dict[str, Callable[[Array], Scalar]] = {}
+    for d in range(dim):
+        out[f"P{axes[d]}"] = lambda x, d=d: total(x)[d]
+    for d in range(dim):
+        for e in range(d + 1, dim):
+            out[f"L{axes[d]}{axes[e]}"] = lambda x, d=d, e=e: jnp.sum(wedge(*q_p(x), d, e))
+            out[f"L{axes[d]}{axes[e]} of COM"] = lambda x, d=d, e=e: wedge(
+                centre(x), total(x), d, e
+            )
+    for d in range(dim):
+        for e in range(d, dim):
+            out[f"P{axes[d]}P{axes[e]}"] = lambda x, d=d, e=e: total(x)[d] * total(x)[e]
+    return out
+
+
+def scattered_n_body_states(
+    key: PRNGKeyArray,
+    num: int,
+    n: int = 2,
+    dim: int = 2,
+    *,
+    spread: float = 1.0,
+    momentum: float = 0.5,
+    centre_scale: float = 3.0,
+    centre_shift: Float[Array, " dim"] | None = None,
+) -> Float[Array, "num 2*n*dim"]:
+    """n-body states scattered over the plane (or space), in the layout of `n_body`:
+    positions c + N(0, spread² I) with one centre c ~ N(centre_shift, centre_scale² I) per state,
+    momenta ~ N(0, momentum² I). The random centres expose the translation symmetry in data."""
+    num = _positive_int("num", num)
+    n = _positive_int("n", n, 2)
+    dim = _positive_int("dim", dim, 2)
+    for name, value in (("spread", spread), ("momentum", momentum)):
+        _positive(name, value)
+    if centre_scale < 0:
+        raise ValueError(f"centre_scale must be >= 0, got {centre_scale!r}")
+    shift = jnp.zeros(dim) if centre_shift is None else jnp.asarray(centre_shift, dtype=float)
+    if shift.shape != (dim,):
+        raise ValueError(f"centre_shift must have shape ({dim},), got {shift.shape}")
+    kc, kq, kp = jr.split(key, 3)
+    centre = shift + centre_scale * jr.normal(kc, (num, 1, dim))
+    q = centre + spread * jr.normal(kq, (num, n, dim))
+    p = momentum * jr.normal(kp, (num, n, dim))
+    return jnp.concatenate([q.reshape(num, -1), p.reshape(num, -1)], axis=1)
 
 
 def _sample_pair(key, num, dim, masses, gravity):
