@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import diffrax
-import jax.numpy as jnp
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
