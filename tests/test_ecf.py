@@ -193,3 +193,42 @@ def test_training_modes_and_evaluation():
         assert results[name]["conservation"].max() < 1e-5
     # the theorem, per sample: staging never makes one step worse
     assert np.all(results["staged"]["one_step"] <= results["bare"]["one_step"] * (1 + 1e-5))
+
+
+def test_training_together_equals_training_alone():
+    x, dx = pde.cell_centres(16, 1.0)
+    u0s, _ = pde.random_cosine_fields(jr.key(7), 8, 16)
+    inputs, targets = ecf.one_step_pairs(
+        pde.solve_batch(pde.heat_neumann_rhs(0.02, dx), u0s, jnp.linspace(0, 0.3, 4))
+    )
+    plain = operators.Residual(operators.FNO1d(width=4, modes=4, layers=1, key=jr.key(0)))
+    other = operators.Residual(operators.FNO1d(width=4, modes=4, layers=1, key=jr.key(1)))
+    kw = dict(steps=20, key=jr.key(2), batch_size=8, learning_rate=1e-2, progress=False)
+    members, losses = ecf.train_together(
+        [plain, other],
+        jnp.stack([inputs, inputs[::-1]]),
+        jnp.stack([targets, targets[::-1]]),
+        mass_penalty=[0.0, 5.0],
+        **kw,
+    )
+    alone = [
+        ecf.train(plain, inputs, targets, **kw).model,
+        ecf.train(other, inputs[::-1], targets[::-1], mass_penalty=5.0, **kw).model,
+    ]
+    assert losses.shape == (20,)
+    for together, single in zip(members, alone, strict=True):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(eqx.filter(together, eqx.is_array)),
+            jax.tree_util.tree_leaves(eqx.filter(single, eqx.is_array)),
+            strict=True,
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    wrapped = ecf.ConservingOperator(plain, dx)
+    with pytest.raises(ValueError, match="structure"):
+        ecf.train_together(
+            [plain, wrapped], jnp.stack([inputs] * 2), jnp.stack([targets] * 2), **kw
+        )
+    with pytest.raises(ValueError, match="one slice"):
+        ecf.train_together([plain], jnp.stack([inputs] * 2), jnp.stack([targets] * 2), **kw)
+    with pytest.raises(ValueError, match="mass_penalty"):
+        ecf.train_together([plain], inputs[None], targets[None], mass_penalty=-1.0, **kw)

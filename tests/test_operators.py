@@ -123,3 +123,23 @@ def test_parameter_count():
     model = ops.FNO1d(width=4, modes=3, layers=1, key=jr.key(0))
     # lifting 1→4 (8), spectral 2·4·4·3 (96), pointwise 4→4 (20), projection 4→16→1 (80 + 17)
     assert ops.parameter_count(model) == 8 + 96 + 20 + 80 + 17
+
+
+def test_unet_growth_sets_the_channels_per_level():
+    flat = _small_unet(width=4, levels=2, growth=1)
+    classic = _small_unet(width=4, levels=2, growth=2)
+    assert flat.bottom.second.out_channels == 4 and classic.bottom.second.out_channels == 16
+    assert ops.parameter_count(flat) < ops.parameter_count(classic)
+    assert flat(jnp.ones(16)).shape == (16,)
+    with pytest.raises(ValueError, match="growth"):
+        _small_unet(growth=0)
+
+
+def test_forward_flops_grow_with_the_model_and_the_batch():
+    small = _small_fno(width=4)
+    large = _small_fno(width=16)
+    batch = jnp.ones((8, 32))
+    assert 0 < ops.forward_flops(small, batch) < ops.forward_flops(large, batch)
+    assert ops.forward_flops(small, batch) < ops.forward_flops(small, jnp.ones((32, 32)))
+    with pytest.raises(ValueError, match="batch axis"):
+        ops.forward_flops(small, jnp.ones(32))

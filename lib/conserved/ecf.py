@@ -160,7 +160,7 @@ def one_step_loss(
     baseline: it knows the same conserved quantity the ECF encoder reads)."""
     predictions = jax.vmap(model)(inputs)
     loss = jnp.mean((predictions - targets) ** 2)
-    if mass_penalty:
+    if isinstance(mass_penalty, jax.Array) or mass_penalty:  # an array may be traced: always add
         loss = loss + mass_penalty * jnp.mean(
             (jnp.mean(predictions, axis=-1) - jnp.mean(inputs, axis=-1)) ** 2
         )
@@ -202,6 +202,79 @@ def train(
         progress=progress,
         desc=desc,
     )
+
+
+def train_together(
+    models: Sequence[eqx.Module],
+    inputs: Float[ArrayLike, "members pairs *c n"],
+    targets: Float[ArrayLike, "members pairs *c n"],
+    *,
+    steps: int,
+    key: PRNGKeyArray,
+    learning_rate: float = 1e-3,
+    batch_size: int = 64,
+    mass_penalty: float | Sequence[float] = 0.0,
+    progress: bool = True,
+    desc: str = "operators",
+) -> tuple[list[eqx.Module], np.ndarray]:
+    """`train` for several models of one structure at once, each on its own data and with its own
+    `mass_penalty`: they are stacked into one model, vmapped, and trained by a single `fit` call,
+    so the training step is compiled once for all of them.
+
+    The parameters of the members are disjoint and Adam updates every parameter on its own, so
+    minimising the sum of the members' losses gives each member exactly the updates that `train`
+    would give it alone with the same `key` (which draws the same minibatch indices); only the
+    floating-point summation order can differ.
+
+    `inputs[m]`, `targets[m]` are member m's pairs (the same number for every member). Returns
+    the trained members as a list, and the history of the summed loss, shape `(steps,)`.
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("models must contain at least one model")
+    parts = [eqx.partition(m, eqx.is_array) for m in models]
+    structure = jax.tree_util.tree_structure(parts[0])
+    for i, part in enumerate(parts[1:], start=1):
+        if jax.tree_util.tree_structure(part) != structure:
+            raise ValueError(
+                f"models[{i}] differs in structure from models[0]; stack like with like"
+            )
+    inputs, targets = jnp.asarray(inputs), jnp.asarray(targets)
+    if inputs.shape != targets.shape or inputs.ndim < 3 or inputs.shape[0] != len(models):
+        raise ValueError(
+            f"inputs and targets must both have shape ({len(models)}, pairs, ..., n), one slice "
+            f"per model, got {inputs.shape} and {targets.shape}"
+        )
+    penalties = jnp.broadcast_to(jnp.asarray(mass_penalty, dtype=inputs.dtype), (len(models),))
+    if not bool(jnp.all(penalties >= 0)):
+        raise ValueError(f"mass_penalty must be >= 0, got {mass_penalty!r}")
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[p for p, _ in parts])
+    ensemble = eqx.combine(stacked, parts[0][1])
+
+    def loss(members, batch, _key):
+        x, y = batch  # (batch, members, ...): the pair axis leads, for minibatching
+        per_member = eqx.filter_vmap(one_step_loss, in_axes=(eqx.if_array(0), 1, 1, 0))(
+            members, x, y, penalties
+        )
+        return jnp.sum(per_member)
+
+    result = training.fit(
+        loss,
+        ensemble,
+        optax.adam(optax.cosine_decay_schedule(learning_rate, steps)),
+        steps=steps,
+        key=key,
+        data=(jnp.swapaxes(inputs, 0, 1), jnp.swapaxes(targets, 0, 1)),
+        batch_size=min(batch_size, inputs.shape[1]),
+        progress=progress,
+        desc=desc,
+    )
+    trained, static = eqx.partition(result.model, eqx.is_array)
+    members = [
+        eqx.combine(jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], trained), static)
+        for i in range(len(models))
+    ]
+    return members, result.losses
 
 
 def mse_identity(
@@ -273,8 +346,9 @@ def evaluate(
     """Roll `model` out from the first state of each reference trajectory for T - 1 steps and
     measure it against the reference.
 
-    Returns NumPy arrays: `states` (batch, T, n), the rollouts; `one_step` (batch,), relative L2
-    error of one step from each reference state, averaged over the trajectory's T - 1 pairs;
+    Returns NumPy arrays: `states` (batch, T, n), the rollouts; `predictions` (batch, T - 1, n),
+    one step from each reference state but the last; `one_step` (batch,), their relative L2
+    error, averaged over the trajectory's T - 1 pairs;
     `rollout` (T,), relative L2 error against time, averaged over the batch; `conservation`
     (T,), the largest over the batch of |dx Σ û(t) - dx Σ u(0)|.
     """
@@ -290,6 +364,7 @@ def evaluate(
     drift = diagnostics.drift(totals, relative=False).max(axis=0)
     return dict(
         states=np.asarray(states),
+        predictions=np.asarray(one),
         one_step=np.asarray(one_step),
         rollout=np.asarray(over_time),
         conservation=np.asarray(drift),

@@ -22,7 +22,8 @@ result are returned. Its Fourier series is then the cosine series natural to a N
 and the mean of the reflected field is the mean of u. `boundary="periodic"` uses the grid as it
 is. The U-Net pads its convolutions the same way (reflection or wrap-around).
 
-`rollout(model, u0, steps)` applies a one-step model autoregressively.
+`rollout(model, u0, steps)` applies a one-step model autoregressively; `parameter_count` and
+`forward_flops` measure a model's size and cost.
 """
 
 from __future__ import annotations
@@ -216,9 +217,11 @@ class UNet1d(eqx.Module):
 
     `levels` times: a convolution block, then halve the grid (average pooling); at the bottom one
     block; then `levels` times: double the grid (repeat each point), concatenate the skip
-    connection of the same resolution, convolution block. Channels double at each level down from
-    `width`. A final 1×1 convolution gives `out_channels`. Convolutions have odd `kernel` size and
-    are padded by reflection (`boundary="even"`, insulated ends) or wrap-around (`"periodic"`).
+    connection of the same resolution, convolution block. Channels grow by the factor `growth` at
+    each level down from `width` (2 in the classic U-Net; 1 keeps every level at `width`, which is
+    smaller and quicker to set up). A final 1×1 convolution gives `out_channels`. Convolutions
+    have odd `kernel` size and are padded by reflection (`boundary="even"`: the ghost cells of
+    insulated ends) or wrap-around (`"periodic"`).
 
     Call on `(n,)` or `(in_channels, n)` with n divisible by 2**levels.
     """
@@ -240,6 +243,7 @@ class UNet1d(eqx.Module):
         width: int = 16,
         levels: int = 2,
         kernel: int = 5,
+        growth: int = 2,
         boundary: str = "periodic",
         key: PRNGKeyArray,
     ):
@@ -249,6 +253,7 @@ class UNet1d(eqx.Module):
             ("width", width),
             ("levels", levels),
             ("kernel", kernel),
+            ("growth", growth),
         ):
             _positive_int(name, value)
         if kernel % 2 == 0:
@@ -256,7 +261,7 @@ class UNet1d(eqx.Module):
         self.in_channels, self.out_channels, self.levels = in_channels, out_channels, levels
         self.boundary = _check_boundary(boundary)
         keys = jr.split(key, 2 * levels + 2)
-        widths = [width * 2**i for i in range(levels + 1)]
+        widths = [width * growth**i for i in range(levels + 1)]
         cins = [in_channels, *widths[:-2]]
         self.down = tuple(
             _ConvBlock(cin, w, kernel, boundary, key=k)
@@ -335,3 +340,18 @@ def parameter_count(model: eqx.Module) -> int:
     """Number of trainable floating-point numbers in a model."""
     leaves = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
     return int(sum(math.prod(leaf.shape) for leaf in leaves))
+
+
+def forward_flops(model: Callable[[Array], Array], batch: Float[ArrayLike, "batch *c n"]) -> float:
+    """Floating-point operations of one jitted, vmapped forward pass over `batch`, as counted by
+    XLA's cost analysis of the compiled program: a machine-independent measure of cost (wall
+    times on a shared CPU are noisy)."""
+    batch = jnp.asarray(batch)
+    if batch.ndim < 2:
+        raise ValueError(f"batch must have a leading batch axis, got shape {batch.shape}")
+    params, static = eqx.partition(model, eqx.is_array)
+    forward = jax.jit(lambda p, v: jax.vmap(eqx.combine(p, static))(v))
+    analysis = forward.lower(params, batch).compile().cost_analysis()
+    if isinstance(analysis, list | tuple):
+        analysis = analysis[0]
+    return float(analysis["flops"])
