@@ -128,7 +128,7 @@ def test_parameter_count():
 def test_unet_growth_sets_the_channels_per_level():
     flat = _small_unet(width=4, levels=2, growth=1)
     classic = _small_unet(width=4, levels=2, growth=2)
-    assert flat.bottom.second.out_channels == 4 and classic.bottom.second.out_channels == 16
+    assert flat.bottom.second.weight.shape[0] == 4 and classic.bottom.second.weight.shape[0] == 16
     assert ops.parameter_count(flat) < ops.parameter_count(classic)
     assert flat(jnp.ones(16)).shape == (16,)
     with pytest.raises(ValueError, match="growth"):
@@ -143,3 +143,13 @@ def test_forward_flops_grow_with_the_model_and_the_batch():
     assert ops.forward_flops(small, batch) < ops.forward_flops(small, jnp.ones((32, 32)))
     with pytest.raises(ValueError, match="batch axis"):
         ops.forward_flops(small, jnp.ones(32))
+
+
+def test_conv_matches_lax_convolution():
+    conv = ops.Conv(3, 5, 4, key=jr.key(0))
+    v = jr.normal(jr.key(1), (3, 20))
+    reference = jax.lax.conv_general_dilated(v[None], conv.weight, (1,), "VALID")[0]
+    np.testing.assert_allclose(conv(v), reference + conv.bias[:, None], atol=1e-5)
+    assert conv(v).shape == (5, 17)
+    bound = 1 / np.sqrt(12)
+    assert float(jnp.max(jnp.abs(conv.weight))) <= bound and float(jnp.std(conv.weight)) > 0.1 * bound

@@ -71,8 +71,39 @@ def as_channels(
     )
 
 
-def _pointwise(key: PRNGKeyArray, cin: int, cout: int) -> eqx.nn.Conv1d:
-    return eqx.nn.Conv1d(cin, cout, kernel_size=1, key=key)
+class Conv(eqx.Module):
+    """A one-dimensional convolution, channels in → channels out, with no padding:
+    `(cin, n + kernel - 1)` → `(cout, n)`; `kernel=1` is a pointwise linear map.
+
+    Written as one `einsum` over the `kernel` shifted copies of the input, rather than
+    `lax.conv`: the same numbers, but a model stacked along a leading axis and `vmap`ped (as
+    `ecf.train_together` does) then runs as a batched matrix product, which on a CPU is several
+    times faster than the grouped convolution `vmap` makes of `lax.conv`. Initialised like
+    Equinox's layers: weights and bias uniform in ±1/sqrt(cin · kernel).
+    """
+
+    weight: Float[Array, "cout cin kernel"]
+    bias: Float[Array, " cout"]
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, *, key: PRNGKeyArray):
+        for name, value in (("cin", cin), ("cout", cout), ("kernel", kernel)):
+            _positive_int(name, value)
+        bound = 1.0 / math.sqrt(cin * kernel)
+        draws = jr.uniform(key, (cout * cin * kernel + cout,), minval=-bound, maxval=bound)
+        self.weight = draws[: cout * cin * kernel].reshape(cout, cin, kernel)
+        self.bias = draws[cout * cin * kernel :]
+
+    def __call__(self, v: Float[Array, "cin m"]) -> Float[Array, "cout n"]:
+        kernel = self.weight.shape[-1]
+        if kernel == 1:
+            return jnp.einsum("oi,in->on", self.weight[..., 0], v) + self.bias[:, None]
+        n = v.shape[-1] - kernel + 1
+        shifted = jnp.stack([v[:, j : j + n] for j in range(kernel)], axis=1)  # (cin, kernel, n)
+        return jnp.einsum("oik,ikn->on", self.weight, shifted) + self.bias[:, None]
+
+
+def _pointwise(key: PRNGKeyArray, cin: int, cout: int) -> Conv:
+    return Conv(cin, cout, 1, key=key)
 
 
 class SpectralConv1d(eqx.Module):
@@ -124,10 +155,10 @@ class FNO1d(eqx.Module):
     Call on `(n,)` (one channel) or `(in_channels, n)`; returns `(n,)` or `(out_channels, n)`.
     """
 
-    lifting: eqx.nn.Conv1d
+    lifting: Conv
     spectral: tuple[SpectralConv1d, ...]
-    pointwise: tuple[eqx.nn.Conv1d, ...]
-    projection: tuple[eqx.nn.Conv1d, eqx.nn.Conv1d]
+    pointwise: tuple[Conv, ...]
+    projection: tuple[Conv, Conv]
     in_channels: int = eqx.field(static=True)
     out_channels: int = eqx.field(static=True)
     boundary: str = eqx.field(static=True)
@@ -196,18 +227,18 @@ def _pad(v: Float[Array, "c n"], amount: int, boundary: str) -> Float[Array, "c 
 class _ConvBlock(eqx.Module):
     """Two convolutions (kernel `kernel`, padded by the boundary rule), each followed by GELU."""
 
-    first: eqx.nn.Conv1d
-    second: eqx.nn.Conv1d
+    first: Conv
+    second: Conv
     boundary: str = eqx.field(static=True)
 
     def __init__(self, cin: int, cout: int, kernel: int, boundary: str, *, key: PRNGKeyArray):
         k1, k2 = jr.split(key)
-        self.first = eqx.nn.Conv1d(cin, cout, kernel, key=k1)
-        self.second = eqx.nn.Conv1d(cout, cout, kernel, key=k2)
+        self.first = Conv(cin, cout, kernel, key=k1)
+        self.second = Conv(cout, cout, kernel, key=k2)
         self.boundary = boundary
 
     def __call__(self, v: Float[Array, "cin n"]) -> Float[Array, "cout n"]:
-        half = self.first.kernel_size[0] // 2
+        half = self.first.weight.shape[-1] // 2
         v = jax.nn.gelu(self.first(_pad(v, half, self.boundary)))
         return jax.nn.gelu(self.second(_pad(v, half, self.boundary)))
 
@@ -229,7 +260,7 @@ class UNet1d(eqx.Module):
     down: tuple[_ConvBlock, ...]
     bottom: _ConvBlock
     up: tuple[_ConvBlock, ...]
-    output: eqx.nn.Conv1d
+    output: Conv
     in_channels: int = eqx.field(static=True)
     out_channels: int = eqx.field(static=True)
     levels: int = eqx.field(static=True)
