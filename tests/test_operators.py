@@ -152,4 +152,6 @@ def test_conv_matches_lax_convolution():
     np.testing.assert_allclose(conv(v), reference + conv.bias[:, None], atol=1e-5)
     assert conv(v).shape == (5, 17)
     bound = 1 / np.sqrt(12)
-    assert float(jnp.max(jnp.abs(conv.weight))) <= bound and float(jnp.std(conv.weight)) > 0.1 * bound
+    assert (
+        float(jnp.max(jnp.abs(conv.weight))) <= bound and float(jnp.std(conv.weight)) > 0.1 * bound
+    )
