@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -87,3 +88,36 @@ def test_trapezoid_rule():
         )  # exact for lines
         with pytest.raises(ValueError, match="2 points"):
             pde.trapezoid(jnp.ones(1), 0.1)
+
+
+def test_random_cosine_fields_have_their_drawn_means():
+    with float64():
+        fields, means = pde.random_cosine_fields(jax.random.key(3), 6, 32, 2.0, modes=12)
+        assert fields.shape == (6, 32) and means.shape == (6,)
+        _, dx = pde.cell_centres(32, 2.0)
+        np.testing.assert_allclose(linear_integral(fields, dx), 2.0 * means, atol=1e-13)
+        assert float(jnp.std(means)) > 0.05  # the totals differ between fields
+        again, _ = pde.random_cosine_fields(jax.random.key(3), 6, 32, 2.0, modes=12)
+        np.testing.assert_array_equal(fields, again)  # deterministic in the key
+    with pytest.raises(ValueError, match="modes"):
+        pde.random_cosine_fields(jax.random.key(0), 2, 8, modes=16)
+    with pytest.raises(ValueError, match="count"):
+        pde.random_cosine_fields(jax.random.key(0), 0, 8)
+    with pytest.raises(ValueError, match="mean_range"):
+        pde.random_cosine_fields(jax.random.key(0), 2, 8, mean_range=-1.0)
+
+
+def test_solve_batch_matches_single_solves_and_conserves_each_total():
+    with float64():
+        x, dx = pde.cell_centres(32, 1.0)
+        u0s, means = pde.random_cosine_fields(jax.random.key(1), 3, 32)
+        ts = jnp.linspace(0.0, 0.5, 6)
+        rhs = pde.allen_cahn_rhs(0.03, dx)
+        batch = pde.solve_batch(rhs, u0s, ts)
+        assert batch.shape == (3, 6, 32)
+        for i in range(3):
+            np.testing.assert_allclose(batch[i], pde.solve(rhs, u0s[i], ts), atol=1e-10)
+        totals = linear_integral(batch, dx)
+        np.testing.assert_allclose(totals, jnp.broadcast_to(means[:, None], (3, 6)), atol=1e-10)
+    with pytest.raises(ValueError, match="count, n"):
+        pde.solve_batch(rhs, jnp.ones(32), ts)

@@ -10,14 +10,17 @@ learning*. One module per idea; the chapters import them.
 - `razor`: Noether's Razor, learned quadratic conserved quantities and the variational bound.
 - `param_symmetry`: symmetries of network parameters and their conserved quantities.
 - `projection`, `pde`: exact integral projections; method-of-lines PDE solvers.
+- `operators`, `ecf`: neural operators (FNO, U-Net); exterior-embedded conservation around them.
 - `assignments`: student editions and autograding (imported on demand).
 """
 
 from . import (
     config,
     diagnostics,
+    ecf,
     hnn,
     mechanics,
+    operators,
     param_symmetry,
     plotting,
     razor,
@@ -29,8 +32,10 @@ from . import (
 __all__ = [
     "config",
     "diagnostics",
+    "ecf",
     "hnn",
     "mechanics",
+    "operators",
     "param_symmetry",
     "pde",
     "plotting",
