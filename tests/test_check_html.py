@@ -1,10 +1,12 @@
 """The browser check of the rendered book (tools/check_html.py) fails on a broken page.
 
-A tiny Jupyter Book with the book's own extensions (maths, a notebook figure, an exercise with a
-dropdown solution) is built once; the check must pass on it. Copies of its chapter page are
+A tiny Jupyter Book with the book's own Sphinx settings (_config.yml: extensions, theme options)
+and a page of each kind the book has (maths, a notebook figure, an exercise with a dropdown
+solution) is built once; the check must pass on it. Copies of its chapter page are
 then broken one way each (an image that does not load, raw `$$` left in the text, a request
-to another host, a solution shown open, MathJax missing, a console error, too few figures) and
-the check must fail on each with the message that names the fault.
+to another host, a solution shown open or one that does not open, MathJax missing, a console
+error, too few figures, a dead table-of-contents button) and the check must fail on each with
+the message that names the fault.
 
 The check drives the system Chromium (Debian's `chromium`; `make browser` installs it). Where
 it is missing these tests skip and say why, except under CI (CI=true), where they fail.
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT
 
@@ -44,20 +47,24 @@ def _need_browser() -> None:
         pytest.skip(problem)
 
 
-CONFIG = f"""
-title: tiny
-execute:
-  execute_notebooks: "off"
-parse:
-  myst_enable_extensions: [amsmath, dollarmath, colon_fence]
-sphinx:
-  extra_extensions: [sphinx_exercise, sphinx-mathjax-offline]
-  local_extensions:
-    page_assets: {ROOT / "book" / "_ext"}
-  config:
-    html_context:
-      default_mode: auto
-"""
+def _config() -> str:
+    """The tiny book's _config.yml: the book's own `parse` and `sphinx` sections."""
+    book = yaml.safe_load((ROOT / "_config.yml").read_text())
+    sphinx = dict(book["sphinx"])
+    sphinx["local_extensions"] = {
+        name: str(ROOT / path) for name, path in sphinx["local_extensions"].items()
+    }
+    sphinx["config"] = {
+        key: value for key, value in sphinx["config"].items() if not key.startswith("bibtex")
+    }
+    config = {
+        "title": "tiny",
+        "execute": {"execute_notebooks": "off"},
+        "parse": book["parse"],
+        "sphinx": sphinx,
+    }
+    return yaml.safe_dump(config)
+
 
 TOC = """
 format: jb-book
@@ -128,7 +135,7 @@ def _notebook() -> dict:
 def tiny_book(tmp_path_factory) -> Path:
     """The tiny book, built; returns its HTML folder."""
     source = tmp_path_factory.mktemp("tiny")
-    (source / "_config.yml").write_text(CONFIG)
+    (source / "_config.yml").write_text(_config())
     (source / "_toc.yml").write_text(TOC)
     (source / "intro.md").write_text(INTRO)
     (source / "chapters").mkdir()
@@ -177,6 +184,13 @@ BREAKS = {
         html, r"</body>", "<script>console.error('something broke');</script></body>"
     ),
     "few_figures": lambda html: html,
+    # A hidden sidebar button ahead of the visible one takes its click handler (what
+    # pydata-sphinx-theme's header bar did before _config.yml set navbar_persistent: []).
+    "dead_toc_button": lambda html: _sub(
+        html,
+        r"(<body[^>]*>)",
+        r'\1<button class="sidebar-toggle primary-toggle" style="display:none"></button>',
+    ),
 }
 
 
@@ -197,6 +211,7 @@ def checked(tiny_book, tmp_path_factory):
         screenshots=shots,
         figures_needed=lambda page: 2 if page.endswith("few_figures") else int(page != "intro"),
         exercises_needed=lambda page: 1 if page.startswith("chapters/") else 0,
+        navigation={"intro", "chapters/good", "chapters/dead_toc_button"},
     )
     print(check_html.summary(reports))
     return {r.page: r for r in reports}, shots
@@ -233,6 +248,8 @@ def test_good_pages_pass_and_are_screenshot(checked):
         ("no_mathjax", r"raw maths left in the text"),
         ("console_error", r"console error: something broke"),
         ("few_figures", r"shows 1 figures, its issue asks for at least 2"),
+        ("dead_toc_button", r"on a phone the sidebar button does not show the table of contents"),
+        ("dead_toc_button", r"on a desktop the sidebar button does not hide the table of contents"),
     ],
 )
 def test_broken_page_fails_with_a_message_naming_the_fault(checked, page, expected):

@@ -21,6 +21,9 @@ or the ``CHROMIUM`` environment variable. Each page must:
 4. render its exercises and solutions (a chapter at least ``min_exercises`` of each); every
    solution is collapsed when the page opens, and one click on its title shows it.
 
+On the first page it also tries the table-of-contents button: on a phone-sized screen one
+click shows the navigation, on a desktop one click hides it.
+
 It saves a screenshot of each page's first screen to ``_build/screenshots/<page>.png``
 (``00_jax_primer.png``, ...), prints one summary line per page, then every failure, and exits
 with status 1 when there is any.
@@ -251,6 +254,49 @@ def _check_solutions(page, report: PageReport) -> None:
             report.fail(f"{label} does not open when its title is clicked ({first_line})")
 
 
+# Any link of the book's navigation (the primary sidebar) shown on screen.
+_NAVIGATION_SHOWN = """() => [...document.querySelectorAll(".bd-docs-nav a")].some(a => {
+  const style = getComputedStyle(a);
+  const box = a.getBoundingClientRect();
+  return style.visibility !== "hidden" && style.display !== "none" && box.width > 0
+    && box.height > 0 && box.right > 0 && box.left < innerWidth && box.bottom > 0
+    && box.top < innerHeight;
+})"""
+
+NARROW = {"width": 400, "height": 800}
+
+
+def check_navigation(context, url: str, report: PageReport) -> None:
+    """The table-of-contents button works: on a phone-sized screen the navigation starts
+    hidden and one click on the visible button shows it; on a wide screen it starts shown and
+    one click hides it."""
+    for viewport, shown_first, what in ((NARROW, False, "a phone"), (VIEWPORT, True, "a desktop")):
+        page = context.new_page()
+        page.set_viewport_size(viewport)
+        try:
+            page.goto(url, wait_until="load")
+            page.wait_for_load_state("networkidle", timeout=10_000)
+            if page.evaluate(_NAVIGATION_SHOWN) != shown_first:
+                state = "shown" if not shown_first else "hidden"
+                report.fail(f"on {what} the table of contents is {state} when the page opens")
+                continue
+            toggle = page.locator(".primary-toggle:visible").first
+            toggle.click(timeout=5_000)
+            page.wait_for_function(
+                f"() => ({_NAVIGATION_SHOWN})() === {'false' if shown_first else 'true'}",
+                timeout=5_000,
+            )
+        except Exception as error:  # a dead button, or no button, is the finding
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            action = "hide" if shown_first else "show"
+            report.fail(
+                f"on {what} the sidebar button does not {action} the table of contents "
+                f"({first_line})"
+            )
+        finally:
+            page.close()
+
+
 def check_page(
     context,
     base_url: str,
@@ -258,6 +304,7 @@ def check_page(
     screenshots: Path | None,
     figures_needed: int,
     exercises_needed: int,
+    navigation: bool = False,
 ) -> PageReport:
     """Open one page in a fresh tab and check it; returns what it found."""
     report = PageReport(page_name, figures_needed=figures_needed)
@@ -327,6 +374,8 @@ def check_page(
         if report.solutions < exercises_needed:
             report.fail(f"shows {report.solutions} solutions, needs at least {exercises_needed}")
         _check_solutions(page, report)
+        if navigation:
+            check_navigation(context, f"{base_url}/{page_name}.html", report)
     except Exception as error:  # report it and go on to the next page
         report.fail(f"browser error: {str(error).strip().splitlines()[0]}")
     finally:
@@ -350,12 +399,15 @@ def check_site(
     chromium: str | None = None,
     figures_needed: Callable[[str], int] = min_figures,
     exercises_needed: Callable[[str], int] = min_exercises,
+    navigation: set[str] | None = None,
 ) -> list[PageReport]:
     """Serve ``html_dir`` on loopback and check each page in headless Chromium.
 
     ``figures_needed`` and ``exercises_needed`` map a page to what it must show (by default
-    ``MIN_FIGURES`` and ``min_exercises``).
+    ``MIN_FIGURES`` and ``min_exercises``); the table-of-contents button is tried on the pages
+    in ``navigation`` (by default the first page: every page has the same one).
     """
+    navigation = {pages[0]} if navigation is None and pages else (navigation or set())
     from playwright.sync_api import sync_playwright
 
     executable = find_chromium(chromium)
@@ -396,6 +448,7 @@ def check_site(
                         screenshots,
                         figures_needed(name),
                         exercises_needed(name),
+                        navigation=name in navigation,
                     )
                 )
             context.close()
