@@ -287,6 +287,7 @@ def test_command_line_exits_nonzero_and_lists_every_failure(tiny_book, tmp_path)
     # The tiny chapter has one exercise; the book's rule for chapters wants three.
     assert "chapters/good: shows 1 exercises, needs at least 3" in proc.stderr
     assert (tmp_path / "shots" / "good.png").is_file()
+    assert proc.stdout.strip().splitlines()[-1] == "check-html: 1 passed, 1 failed"
 
 
 def test_command_line_says_when_there_is_no_build(tmp_path):

@@ -470,8 +470,9 @@ def summary(reports: list[PageReport]) -> str:
         )
     total = sum(r.seconds for r in reports)
     lines.append(
-        f"{len(reports)} pages, {total:.1f} s in the browser; figures: found/needed, "
-        "maths: typeset/elements, exercises: exercises+solutions"
+        f"{len(reports)} pages, {total:.1f} s in the browser. load s: until typeset with its "
+        "images in; figures: found/needed; maths: typeset/elements; exercises: "
+        "exercises+solutions"
     )
     return "\n".join(lines)
 
@@ -507,9 +508,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ncheck-html: {len(failures)} failure(s):", file=sys.stderr)
         for page, message in failures:
             print(f"  {page}: {message}", file=sys.stderr)
-        return 1
-    print("check-html: every page passed")
-    return 0
+        sys.stderr.flush()
+    failed = sum(1 for r in reports if r.failures)
+    # The closing line counts pages: "check-html: 10 passed, 0 failed".
+    print(f"check-html: {len(reports) - failed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
