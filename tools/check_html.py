@@ -407,8 +407,9 @@ def check_site(
     ``MIN_FIGURES`` and ``min_exercises``); the table-of-contents button is tried on the pages
     in ``navigation`` (by default the first page: every page has the same one).
     """
-    navigation = {pages[0]} if navigation is None and pages else (navigation or set())
     from playwright.sync_api import sync_playwright
+
+    navigation = {pages[0]} if navigation is None and pages else (navigation or set())
 
     executable = find_chromium(chromium)
     if executable is None:
@@ -426,32 +427,36 @@ def check_site(
             # No DNS look-ups ahead of links either: nothing of the check leaves the machine.
             args=["--dns-prefetch-disable", "--no-pings"],
         )
+
+        # Nothing leaves the machine: any request to another host is aborted here (and
+        # reported by check_page, which sees it before it is routed).
+        def route(route):
+            if _is_local(route.request.url):
+                route.continue_()
+            else:
+                route.abort("blockedbyclient")
+
         try:
-            context = browser.new_context(viewport=VIEWPORT, service_workers="block")
-            context.set_default_timeout(PAGE_TIMEOUT_MS)
-
-            # Nothing leaves the machine: any request to another host is aborted here (and
-            # reported by check_page, which sees it before it is routed).
-            def route(route):
-                if _is_local(route.request.url):
-                    route.continue_()
-                else:
-                    route.abort("blockedbyclient")
-
-            context.route("**/*", route)
             for name in pages:
-                reports.append(
-                    check_page(
-                        context,
-                        server.url,
-                        name,
-                        screenshots,
-                        figures_needed(name),
-                        exercises_needed(name),
-                        navigation=name in navigation,
+                # A fresh browser profile for each page: every page is a reader's first visit
+                # (no stored theme mode or sidebar scroll from the page before).
+                context = browser.new_context(viewport=VIEWPORT, service_workers="block")
+                context.set_default_timeout(PAGE_TIMEOUT_MS)
+                context.route("**/*", route)
+                try:
+                    reports.append(
+                        check_page(
+                            context,
+                            server.url,
+                            name,
+                            screenshots,
+                            figures_needed(name),
+                            exercises_needed(name),
+                            navigation=name in navigation,
+                        )
                     )
-                )
-            context.close()
+                finally:
+                    context.close()
         finally:
             browser.close()
     return reports
