@@ -12,8 +12,10 @@ from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
-def quick_book(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("book")
+def quick_book() -> Path:
+    """The book in quick mode, built where `make quick-book` puts it (_build/quick), so that
+    `make check-html HTML_DIR=_build/quick/_build/html` (as .ci/run does) reuses this build."""
+    out = ROOT / "_build" / "quick"
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "CONSERVED_MODE")}
     env["CONSERVED_QUICK"] = "1"
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
