@@ -17,6 +17,11 @@ floating-point round-off, whatever the weights. Two ways to train it:
 - *integrated*: train `ConservingOperator(backbone)` itself (the decoder is in the loss);
 - *staged*: train the bare backbone, then `attach` the decoder afterwards.
 
+`train` fits one model to (u(t), u(t + Δt)) pairs (`one_step_pairs`), optionally with a soft
+mass penalty (the baseline); `train_together` fits several copies of one backbone (bare,
+penalised, integrated) side by side with one compilation; `evaluate` rolls a model out against
+reference trajectories and measures one-step error, rollout error and conservation error.
+
 Because the decoder removes only the component of the error along the constant vector 1, and
 that component is orthogonal to the rest, per sample
 
