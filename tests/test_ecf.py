@@ -203,19 +203,24 @@ def test_training_together_equals_training_alone():
     )
     plain = operators.Residual(operators.FNO1d(width=4, modes=4, layers=1, key=jr.key(0)))
     other = operators.Residual(operators.FNO1d(width=4, modes=4, layers=1, key=jr.key(1)))
-    kw = dict(steps=20, key=jr.key(2), batch_size=8, learning_rate=1e-2, progress=False)
+    kw = dict(steps=10, key=jr.key(2), batch_size=8, learning_rate=1e-2, progress=False)
     members, losses = ecf.train_together(
-        [plain, other],
-        jnp.stack([inputs, inputs[::-1]]),
-        jnp.stack([targets, targets[::-1]]),
-        mass_penalty=[0.0, 5.0],
+        [plain, other, plain],
+        jnp.stack([inputs, inputs[::-1], inputs]),
+        jnp.stack([targets, targets[::-1], targets]),
+        mass_penalty=[0.0, 5.0, 0.0],
+        conserve=[False, False, True],
+        dx=dx,
         **kw,
     )
     alone = [
         ecf.train(plain, inputs, targets, **kw).model,
         ecf.train(other, inputs[::-1], targets[::-1], mass_penalty=5.0, **kw).model,
+        ecf.train(ecf.ConservingOperator(plain, dx), inputs, targets, **kw).model,
     ]
-    assert losses.shape == (20,)
+    assert losses.shape == (10,)
+    assert isinstance(members[2], ecf.ConservingOperator) and members[2].dx == dx
+    assert not isinstance(members[0], ecf.ConservingOperator)
     for together, single in zip(members, alone, strict=True):
         for a, b in zip(
             jax.tree_util.tree_leaves(eqx.filter(together, eqx.is_array)),
@@ -224,11 +229,12 @@ def test_training_together_equals_training_alone():
         ):
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     wrapped = ecf.ConservingOperator(plain, dx)
+    two = (jnp.stack([inputs] * 2), jnp.stack([targets] * 2))
     with pytest.raises(ValueError, match="structure"):
-        ecf.train_together(
-            [plain, wrapped], jnp.stack([inputs] * 2), jnp.stack([targets] * 2), **kw
-        )
+        ecf.train_together([plain, wrapped], *two, **kw)
     with pytest.raises(ValueError, match="one slice"):
-        ecf.train_together([plain], jnp.stack([inputs] * 2), jnp.stack([targets] * 2), **kw)
+        ecf.train_together([plain], *two, **kw)
     with pytest.raises(ValueError, match="mass_penalty"):
         ecf.train_together([plain], inputs[None], targets[None], mass_penalty=-1.0, **kw)
+    with pytest.raises(ValueError, match="conserve"):
+        ecf.train_together([plain], inputs[None], targets[None], conserve=[0.5], **kw)

@@ -17,6 +17,11 @@ floating-point round-off, whatever the weights. Two ways to train it:
 - *integrated*: train `ConservingOperator(backbone)` itself (the decoder is in the loss);
 - *staged*: train the bare backbone, then `attach` the decoder afterwards.
 
+`train` fits one model to (u(t), u(t + Δt)) pairs (`one_step_pairs`), optionally with a soft
+mass penalty (the baseline); `train_together` fits several copies of one backbone (bare,
+penalised, integrated) side by side with one compilation; `evaluate` rolls a model out against
+reference trajectories and measures one-step error, rollout error and conservation error.
+
 Because the decoder removes only the component of the error along the constant vector 1, and
 that component is orthogonal to the rest, per sample
 
@@ -204,6 +209,17 @@ def train(
     )
 
 
+class _Switched(eqx.Module):
+    # backbone, then the decoder weighted by `switch` (0: bare, 1: conserving); a traced switch
+    # lets bare and conserving members share one compiled training step
+    backbone: eqx.Module
+    switch: Array
+
+    def __call__(self, u):
+        prediction = self.backbone(u)
+        return prediction + self.switch * (decode(prediction, encode(u, 1.0), 1.0) - prediction)
+
+
 def train_together(
     models: Sequence[eqx.Module],
     inputs: Float[ArrayLike, "members pairs *c n"],
@@ -214,12 +230,16 @@ def train_together(
     learning_rate: float = 1e-3,
     batch_size: int = 64,
     mass_penalty: float | Sequence[float] = 0.0,
+    conserve: bool | Sequence[bool] = False,
+    dx: float = 1.0,
     progress: bool = True,
     desc: str = "operators",
 ) -> tuple[list[eqx.Module], np.ndarray]:
-    """`train` for several models of one structure at once, each on its own data and with its own
-    `mass_penalty`: they are stacked into one model, vmapped, and trained by a single `fit` call,
-    so the training step is compiled once for all of them.
+    """`train` for several backbones of one structure at once, each on its own data, with its own
+    `mass_penalty`, and bare or, where `conserve` is true, integrated with the decoder (the
+    member is trained as `ConservingOperator(backbone, dx)` and returned as one). The members are
+    stacked into one model, vmapped, and trained by a single `fit` call, so the training step is
+    compiled once for all of them.
 
     The parameters of the members are disjoint and Adam updates every parameter on its own, so
     minimising the sum of the members' losses gives each member exactly the updates that `train`
@@ -237,24 +257,33 @@ def train_together(
     for i, part in enumerate(parts[1:], start=1):
         if jax.tree_util.tree_structure(part) != structure:
             raise ValueError(
-                f"models[{i}] differs in structure from models[0]; stack like with like"
+                f"models[{i}] differs in structure from models[0]; stack like with like "
+                "(pass backbones, and conserve=True for the conserving members)"
             )
     inputs, targets = jnp.asarray(inputs), jnp.asarray(targets)
-    if inputs.shape != targets.shape or inputs.ndim < 3 or inputs.shape[0] != len(models):
+    count = len(models)
+    if inputs.shape != targets.shape or inputs.ndim < 3 or inputs.shape[0] != count:
         raise ValueError(
-            f"inputs and targets must both have shape ({len(models)}, pairs, ..., n), one slice "
+            f"inputs and targets must both have shape ({count}, pairs, ..., n), one slice "
             f"per model, got {inputs.shape} and {targets.shape}"
         )
-    penalties = jnp.broadcast_to(jnp.asarray(mass_penalty, dtype=inputs.dtype), (len(models),))
+    penalties = jnp.broadcast_to(jnp.asarray(mass_penalty, dtype=inputs.dtype), (count,))
     if not bool(jnp.all(penalties >= 0)):
         raise ValueError(f"mass_penalty must be >= 0, got {mass_penalty!r}")
+    flags = np.broadcast_to(np.asarray(conserve), (count,))
+    if flags.dtype != bool:
+        raise ValueError(f"conserve must be a bool or a sequence of bools, got {conserve!r}")
     stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[p for p, _ in parts])
     ensemble = eqx.combine(stacked, parts[0][1])
+    switches = jnp.asarray(flags, dtype=inputs.dtype)
+
+    def member_loss(backbone, x, y, penalty, switch):
+        return one_step_loss(_Switched(backbone, switch), x, y, mass_penalty=penalty)
 
     def loss(members, batch, _key):
         x, y = batch  # (batch, members, ...): the pair axis leads, for minibatching
-        per_member = eqx.filter_vmap(one_step_loss, in_axes=(eqx.if_array(0), 1, 1, 0))(
-            members, x, y, penalties
+        per_member = eqx.filter_vmap(member_loss, in_axes=(eqx.if_array(0), 1, 1, 0, 0))(
+            members, x, y, penalties, switches
         )
         return jnp.sum(per_member)
 
@@ -272,8 +301,9 @@ def train_together(
     trained, static = eqx.partition(result.model, eqx.is_array)
     members = [
         eqx.combine(jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], trained), static)
-        for i in range(len(models))
+        for i in range(count)
     ]
+    members = [attach(m, dx) if flag else m for m, flag in zip(members, flags, strict=True)]
     return members, result.losses
 
 

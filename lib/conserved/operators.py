@@ -12,7 +12,8 @@ pointwise projection Q,
 
 where F is the real FFT along the grid, R_l multiplies each of the lowest `modes` Fourier
 coefficients by a learned complex `width × width` matrix and zeroes the rest, W_l is a pointwise
-(1×1) linear map and σ the GELU (not applied after the last layer).
+(1×1) linear map, σ the GELU (not applied after the last layer), P pointwise linear and Q a
+pointwise two-layer network (width → 4 width → channels).
 
 **Boundaries.** A spectral convolution treats the grid as periodic. For fields with insulated
 (zero-flux, Neumann) ends on a cell-centred grid, such as the heat and Allen–Cahn data of
@@ -22,8 +23,10 @@ result are returned. Its Fourier series is then the cosine series natural to a N
 and the mean of the reflected field is the mean of u. `boundary="periodic"` uses the grid as it
 is. The U-Net pads its convolutions the same way (reflection or wrap-around).
 
-`rollout(model, u0, steps)` applies a one-step model autoregressively; `parameter_count` and
-`forward_flops` measure a model's size and cost.
+`Residual(f)` makes a one-step model u ↦ u + f(u) that predicts the increment; `rollout(model,
+u0, steps)` applies a one-step model autoregressively; `parameter_count` and `forward_flops`
+measure a model's size and cost. All layers are plain `einsum`s (`Conv`), so that copies of a
+model stacked and vmapped (`ecf.train_together`) run as batched matrix products.
 """
 
 from __future__ import annotations
