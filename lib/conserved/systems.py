@@ -180,6 +180,18 @@ def kepler(*, mu: float = 1.0) -> System:
     return System("Kepler problem", H, 2, conserved, sample)
 
 
+def _check_bodies(n, dim, masses):
+    """Validated (n >= 2, dim in {2, 3}, masses: n positive numbers, ones by default)."""
+    n = _positive_int("n", n, 2)
+    dim = _positive_int("dim", dim, 2)
+    if dim > 3:
+        raise ValueError(f"dim must be 2 or 3, got {dim}")
+    masses = jnp.ones(n) if masses is None else jnp.asarray(masses, dtype=float)
+    if masses.shape != (n,) or not bool(jnp.all(masses > 0)):
+        raise ValueError(f"masses must be {n} positive numbers, got {masses}")
+    return n, dim, masses
+
+
 def n_body(
     n: int = 2,
     dim: int = 2,
@@ -198,13 +210,7 @@ def n_body(
     mass at rest at a random place; otherwise positions ~ N(0, I) and momenta ~ N(0, 0.25 I)
     with the total momentum removed.
     """
-    n = _positive_int("n", n, 2)
-    dim = _positive_int("dim", dim, 2)
-    if dim > 3:
-        raise ValueError(f"dim must be 2 or 3, got {dim}")
-    masses = jnp.ones(n) if masses is None else jnp.asarray(masses, dtype=float)
-    if masses.shape != (n,) or not bool(jnp.all(masses > 0)):
-        raise ValueError(f"masses must be {n} positive numbers, got {masses}")
+    n, dim, masses = _check_bodies(n, dim, masses)
     gravity = _positive("gravity", gravity)
     if softening < 0:
         raise ValueError(f"softening must be >= 0, got {softening!r}")
@@ -260,13 +266,7 @@ def n_body_quadratic_invariants(
     In 2-D that is 2 + 1 + 1 + 3 = 7 (in 3-D, 15): the quadratics whose flows are the group that
     contains SE(dim) and has the same orbits.
     """
-    n = _positive_int("n", n, 2)
-    dim = _positive_int("dim", dim, 2)
-    if dim > 3:
-        raise ValueError(f"dim must be 2 or 3, got {dim}")
-    masses = jnp.ones(n) if masses is None else jnp.asarray(masses, dtype=float)
-    if masses.shape != (n,) or not bool(jnp.all(masses > 0)):
-        raise ValueError(f"masses must be {n} positive numbers, got {masses}")
+    n, dim, masses = _check_bodies(n, dim, masses)
     half = n * dim
 
     def q_p(x):
