@@ -355,3 +355,26 @@ def test_analysis_parallelness_detects_directions_outside_the_span():
         razor.generator_analysis(np.zeros((3, 4, 4)), true)
     with pytest.raises(ValueError, match="zero"):
         razor.generator_analysis(np.zeros((3, 3, 3)), true)
+
+
+def test_scattered_n_body_states_place_centres_and_validate():
+    states = systems.scattered_n_body_states(
+        jr.key(0),
+        4000,
+        2,
+        2,
+        spread=0.5,
+        momentum=0.2,
+        centre_scale=3.0,
+        centre_shift=jnp.array([6.0, -1.0]),
+    )
+    assert states.shape == (4000, 8)
+    centres = states[:, :4].reshape(4000, 2, 2).mean(axis=1)
+    np.testing.assert_allclose(centres.mean(axis=0), [6.0, -1.0], atol=0.2)
+    # per-state centre spread 3, plus the mean of two N(0, 0.5²) offsets
+    np.testing.assert_allclose(centres.std(axis=0), np.sqrt(9 + 0.125), rtol=0.05)
+    np.testing.assert_allclose(states[:, 4:].std(), 0.2, rtol=0.05)
+    with pytest.raises(ValueError, match="centre_shift"):
+        systems.scattered_n_body_states(jr.key(0), 4, centre_shift=jnp.zeros(3))
+    with pytest.raises(ValueError, match="spread"):
+        systems.scattered_n_body_states(jr.key(0), 4, spread=0.0)
