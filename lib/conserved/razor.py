@@ -516,19 +516,12 @@ def negative_elbo(
 
     `kl_weight=0` leaves the expected negative log-likelihood alone (maximum likelihood)."""
     x, y = _check_batch(batch, model.dim)
-
-    def one(k):
-        kw, kg = jr.split(k)
-        weights = model.network.sample_weights(kw)
-        pred = model.predict(weights, model.elements(kg), x, dt, substeps)
-        return jnp.mean(_gaussian_nll(pred, y, noise_variance))
-
-    nll = jnp.mean(jax.vmap(one)(jr.split(key, mc_samples)))
+    predictions = _draw_predictions(model, x, key, dt, substeps, mc_samples)
+    nll = jnp.mean(_gaussian_nll(predictions, y, noise_variance))
     return nll + kl_weight * model.network.kl() / num_data
 
 
-@eqx.filter_jit
-def _sample_predictions(model: RazorHNN, x, key, dt, substeps, samples):
+def _draw_predictions(model: RazorHNN, x, key, dt, substeps, samples):
     """One-step predictions of `samples` networks drawn from q, each with its own S group
     elements: `(samples, N, M)`."""
 
@@ -537,6 +530,9 @@ def _sample_predictions(model: RazorHNN, x, key, dt, substeps, samples):
         return model.predict(model.network.sample_weights(kw), model.elements(kg), x, dt, substeps)
 
     return jax.vmap(one)(jr.split(key, samples))
+
+
+_sample_predictions = eqx.filter_jit(_draw_predictions)
 
 
 class ElboTerms(NamedTuple):
