@@ -273,25 +273,89 @@ def test_negative_elbo_is_gaussian_nll_plus_kl_over_n(x64):
     np.testing.assert_allclose(pred[0], z, rtol=1e-10)
 
 
-def test_training_lowers_the_bound_and_keeps_oracle_fixed():
+def test_training_lowers_the_bound_and_keeps_oracle_fixed(caplog):
     x, y = _data()
     data = (x, y)
     net = razor.VariationalMLP(2, width=8, key=jr.key(0))
-    oracle = razor.Quadratics.from_functions([lambda z: 0.5 * z @ z], 2)
-    learned = razor.Quadratics.random(jr.key(1), 1, 2)
-    for quads in (None, oracle, learned):
-        model = razor.RazorHNN(net, quads, num_samples=4, measure="cube")
-        result = razor.train(
-            model, data, steps=40, key=jr.key(2), dt=0.2, substeps=1, progress=False
-        )
-        assert result.losses[-10:].mean() < result.losses[:10].mean()
-        if quads is oracle:
-            np.testing.assert_array_equal(result.model.quadratics.weight, oracle.weight)
-        if quads is learned:
-            assert not np.allclose(result.model.quadratics.weight, learned.weight)
+    oracle = razor.Quadratics.from_functions([lambda z: 0.5 * z @ z], 2, count=2)
+    learned = razor.Quadratics.random(jr.key(1), 2, 2)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        for quads in (None, oracle, learned):
+            model = razor.RazorHNN(net, quads, num_samples=4, measure="cube")
+            result = razor.train(
+                model, data, steps=40, key=jr.key(2), dt=0.2, substeps=1, progress=False
+            )
+            assert result.losses[-10:].mean() < result.losses[:10].mean()
+            if quads is oracle:
+                np.testing.assert_array_equal(result.model.quadratics.weight, oracle.weight)
+                np.testing.assert_array_equal(result.model.quadratics.bias, oracle.bias)
+            if quads is learned:
+                assert not np.allclose(result.model.quadratics.weight, learned.weight)
+    # the oracle and the learned model have one shape: their training step compiles once
+    compiles = [r for r in caplog.records if "Compiling jit(_run_chunk)" in r.getMessage()]
+    assert len(compiles) == 2  # vanilla, then the one shared by the oracle and the learned model
     terms = razor.elbo_terms(result.model, data, jr.key(3), dt=0.2, substeps=2)
     assert abs(terms.negative_elbo - terms.nll - terms.kl) < 1e-5 * abs(terms.negative_elbo)
     assert razor.one_step_mse(result.model, data, jr.key(4), dt=0.2, substeps=2) > 0
+
+
+def test_padded_oracle_generates_the_same_group(x64):
+    true = _oscillator_quadratics(2)
+    padded = razor.Quadratics.from_functions(
+        [lambda x, a=a: 0.5 * x @ a @ x for a in systems.oscillator_conserved_matrices(2)],
+        4,
+        count=6,
+    )
+    assert padded.count == 6 and bool(padded.frozen)
+    np.testing.assert_array_equal(padded.weight[4:], 0.0)
+    np.testing.assert_array_equal(padded.bias[4:], 0.0)
+    times = razor.sample_times(jr.key(0), 8, 6, "cube")
+    np.testing.assert_allclose(
+        razor.group_elements(padded.generators(), times),
+        razor.group_elements(true.generators(), times[:, :4]),
+        atol=1e-12,
+    )
+    with pytest.raises(ValueError, match="count"):
+        razor.Quadratics.from_functions([lambda x: x @ x, lambda x: x[0] * x[1]], 2, count=1)
+
+
+def test_evaluate_columns_do_not_depend_on_the_test_sets():
+    x, y = _data()
+    net = razor.VariationalMLP(2, width=8, key=jr.key(0))
+    model = razor.RazorHNN(net, razor.Quadratics.random(jr.key(1), 1, 2), num_samples=4)
+    kwargs = dict(dt=0.2, substeps=2, samples=3)
+    alone = razor.evaluate(model, (x, y), {}, jr.key(5), **kwargs)
+    # "a" sorts before "train": the columns must still belong to the right sets
+    both = razor.evaluate(model, (x, y), {"test": (y, x), "a": (x[:3], y[:3])}, jr.key(5), **kwargs)
+    assert list(both) == ["train MSE", "test MSE", "a MSE", "NLL", "KL/N", "-ELBO"]
+    for column in ("train MSE", "NLL", "KL/N"):
+        np.testing.assert_allclose(both[column], alone[column], rtol=1e-5)
+    preds = razor._draw_predictions(model, x, jr.key(5), 0.2, 2, 3)
+    nll = 0.5 * 2 * math.log(2 * math.pi * 1e-3) + 0.5 * jnp.sum((preds - y) ** 2, -1) / 1e-3
+    np.testing.assert_allclose(alone["NLL"], float(jnp.mean(nll)), rtol=1e-5)
+    np.testing.assert_allclose(
+        alone["train MSE"], float(jnp.mean((preds.mean(0) - y) ** 2)), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        both["a MSE"], float(jnp.mean((preds.mean(0)[:3] - y[:3]) ** 2)), rtol=1e-5
+    )
+    assert both["-ELBO"] == both["NLL"] + both["KL/N"]
+
+
+def test_dataset_fixed_steps_match_the_adaptive_solver(x64):
+    bodies = systems.n_body(2, 2, softening=1.0)
+    x0 = systems.scattered_n_body_states(jr.key(0), 5)
+    fixed = razor.dataset(bodies.hamiltonian, x0, dt=0.3, steps=20)
+    adaptive = razor.dataset(bodies.hamiltonian, x0, dt=0.3, steps=20, substeps=None)
+    assert fixed[0].shape == (100, 8)
+    np.testing.assert_allclose(fixed[1], adaptive[1], atol=1e-6)
+    noisy = razor.dataset(
+        bodies.hamiltonian, x0, dt=0.3, steps=20, noise_variance=1e-2, key=jr.key(1)
+    )
+    np.testing.assert_array_equal(noisy[0], fixed[0])
+    assert abs(float(jnp.var(noisy[1] - fixed[1])) - 1e-2) < 2e-3
+    with pytest.raises(ValueError, match="key"):
+        razor.dataset(bodies.hamiltonian, x0, dt=0.3, steps=2, noise_variance=1e-2)
 
 
 def test_bad_shapes_raise():

@@ -166,3 +166,51 @@ def test_padding_steps_of_the_last_chunk_change_nothing(key):
         assert run.losses.shape == (10,)
         np.testing.assert_allclose(run.losses, runs[0].losses, rtol=1e-6)
         np.testing.assert_allclose(run.model.weight, runs[0].model.weight, rtol=1e-6)
+
+
+def test_weakly_typed_parameters_compile_the_chunk_once(key, caplog):
+    # jnp.full(3, 0.5) is weakly typed; the updated parameters are not. fit must hand the scan
+    # the same input types on every chunk, or each training run compiles it twice.
+    class Affine(eqx.Module):
+        weight: jax.Array
+        bias: jax.Array
+
+        def __call__(self, x):
+            return x @ self.weight + self.bias
+
+    model = Affine(jnp.full(3, 0.5), jnp.asarray(0.0))
+    assert model.weight.weak_type
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        result = training.fit(
+            lambda m, b, k: training.mse(m(b[0]), b[1]),
+            model,
+            optax.adam(1e-2),
+            steps=9,
+            key=key,
+            data=_linear_data(key),
+            chunk_size=3,
+            progress=False,
+        )
+    compiles = [
+        r for r in caplog.records if "Compiling" in r.getMessage() and "run_chunk" in r.getMessage()
+    ]
+    assert len(compiles) == 1
+    assert result.losses[-1] < result.losses[0]
+    # chunk timings: three chunks of three steps, the first one paying for compilation
+    assert result.chunk_times.shape == (3, 2)
+    np.testing.assert_array_equal(result.chunk_times[:, 0], [3, 3, 3])
+    assert np.all(result.chunk_times[:, 1] > 0)
+    assert result.seconds_per_step == result.chunk_times[1:, 1].sum() / 6
+
+
+def test_a_second_run_with_the_same_loss_and_optimiser_reuses_the_compiled_step(key, caplog):
+    optimiser = optax.adam(1e-2)
+    data = _linear_data(key)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        for seed in (1, 2):
+            model = eqx.nn.Linear(3, 1, key=jr.key(seed))
+            training.fit(
+                _loss, model, optimiser, steps=8, key=key, data=data, chunk_size=4, progress=False
+            )
+    compiles = [r for r in caplog.records if "Compiling jit(_run_chunk)" in r.getMessage()]
+    assert len(compiles) == 1

@@ -8,6 +8,7 @@ A non-finite loss stops training with `TrainingDiverged`, which carries the last
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,11 +30,21 @@ class TrainResult(NamedTuple):
     - `model`: the trained model (same structure as the one passed in).
     - `losses`: NumPy array of shape `(steps,)`, the loss at every step (before its update).
     - `opt_state`: the optimiser state, to continue training.
+    - `chunk_times`: NumPy array of shape `(chunks, 2)`: the steps and the wall-clock seconds of
+      each jitted chunk (the first one includes compiling the step, unless it was reused).
     """
 
     model: PyTree
     losses: np.ndarray
     opt_state: PyTree
+    chunk_times: np.ndarray
+
+    @property
+    def seconds_per_step(self) -> float:
+        """Wall-clock seconds per step once compiled: the chunks after the first (the first
+        chunk alone when there is only one, compilation included)."""
+        times = self.chunk_times[1:] if len(self.chunk_times) > 1 else self.chunk_times
+        return float(times[:, 1].sum() / times[:, 0].sum())
 
 
 class TrainingDiverged(FloatingPointError):
@@ -85,6 +96,52 @@ def _draw_batch(data: PyTree, size: int, batch_size: int | None, key: PRNGKeyArr
     return jax.tree_util.tree_map(lambda leaf: leaf[index], data)
 
 
+def _loss_of_params(loss_fn, static, params, batch, key):
+    return loss_fn(eqx.combine(params, static), batch, key)
+
+
+@eqx.filter_jit
+def _run_chunk(loss_fn, optimiser, static, size, batch_size, params, opt_state, data, inputs):
+    """Run `len(inputs[0])` optimiser steps in one `lax.scan`.
+
+    Module level, so a second `fit` with an equal loss function, the same optimiser object and a
+    model of the same structure reuses the compiled scan (callables compare by identity, Equinox
+    modules by their fields)."""
+    tx = optax.with_extra_args_support(optimiser)
+
+    def value_fn(p, batch, loss_key):
+        return _loss_of_params(loss_fn, static, p, batch, loss_key)
+
+    def one_step(carry, step_inputs):
+        step_key, active = step_inputs
+        params, opt_state, failed = carry
+        batch_key, loss_key = jr.split(step_key)
+        batch = _draw_batch(data, size, batch_size, batch_key)
+        loss, grads = jax.value_and_grad(value_fn)(params, batch, loss_key)
+        updates, new_state = tx.update(
+            grads,
+            opt_state,
+            params,
+            value=loss,
+            grad=grads,
+            value_fn=lambda p: value_fn(p, batch, loss_key),
+        )
+        new_params = optax.apply_updates(params, updates)
+        # After the first non-finite loss or gradient, freeze: the host raises after the chunk
+        # and hands back the parameters from just before the bad step.
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        ok = finite & ~failed & active  # padding steps past `steps` change nothing
+        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        new_params = jax.tree_util.tree_map(keep, new_params, params)
+        new_state = jax.tree_util.tree_map(keep, new_state, opt_state)
+        loss = jnp.where(finite, loss, jnp.nan)
+        return (new_params, new_state, failed | (~finite & active)), loss
+
+    carry = (params, opt_state, jnp.array(False))
+    (params, opt_state, _), losses = jax.lax.scan(one_step, carry, inputs)
+    return params, opt_state, losses
+
+
 def fit(
     loss_fn: LossFn,
     model: PyTree,
@@ -117,7 +174,8 @@ def fit(
       update each); the steps are split into equal chunks so that the scan compiles once.
     - `progress`: show a tqdm progress bar.
 
-    **Returns:** a `TrainResult(model, losses, opt_state)`; `losses` has shape `(steps,)`.
+    **Returns:** a `TrainResult(model, losses, opt_state, chunk_times)`; `losses` has shape
+    `(steps,)`.
 
     **Raises:** `ValueError` for bad arguments or a non-scalar loss; `TrainingDiverged` when
     the loss is not finite.
@@ -144,49 +202,23 @@ def fit(
     params, static = eqx.partition(model, eqx.is_inexact_array)
     if not jax.tree_util.tree_leaves(params):
         raise ValueError("model has no floating-point arrays to train")
+    # Arrays built from Python scalars are "weakly typed"; the optimiser's outputs are not, so
+    # without this the second chunk would see new input types and compile the scan again.
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=a.dtype), params)
 
-    def value_fn(p, batch, loss_key):
-        return loss_fn(eqx.combine(p, static), batch, loss_key)
-
-    probe = jax.eval_shape(value_fn, params, _draw_batch(data, size, batch_size, key), key)
+    probe = eqx.filter_eval_shape(
+        _loss_of_params, loss_fn, static, params, _draw_batch(data, size, batch_size, key), key
+    )
     if getattr(probe, "shape", None) != ():
         raise ValueError(
             f"loss_fn must return a scalar, got shape {getattr(probe, 'shape', probe)}"
         )
+    opt_state = optax.with_extra_args_support(optimiser).init(params)
 
-    tx = optax.with_extra_args_support(optimiser)
-    opt_state = tx.init(params)
-
-    def one_step(carry, inputs):
-        step_key, active = inputs
-        params, opt_state, data, failed = carry
-        batch_key, loss_key = jr.split(step_key)
-        batch = _draw_batch(data, size, batch_size, batch_key)
-        loss, grads = jax.value_and_grad(value_fn)(params, batch, loss_key)
-        updates, new_state = tx.update(
-            grads,
-            opt_state,
-            params,
-            value=loss,
-            grad=grads,
-            value_fn=lambda p: value_fn(p, batch, loss_key),
+    def run_chunk(params, opt_state, data, inputs):
+        return _run_chunk(
+            loss_fn, optimiser, static, size, batch_size, params, opt_state, data, inputs
         )
-        new_params = optax.apply_updates(params, updates)
-        # After the first non-finite loss or gradient, freeze: the host raises after the chunk
-        # and hands back the parameters from just before the bad step.
-        finite = jnp.isfinite(loss) & _all_finite(grads)
-        ok = finite & ~failed & active  # padding steps past `steps` change nothing
-        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-        new_params = jax.tree_util.tree_map(keep, new_params, params)
-        new_state = jax.tree_util.tree_map(keep, new_state, opt_state)
-        loss = jnp.where(finite, loss, jnp.nan)
-        return (new_params, new_state, data, failed | (~finite & active)), loss
-
-    @eqx.filter_jit
-    def run_chunk(params, opt_state, data, keys):
-        carry = (params, opt_state, data, jnp.array(False))
-        (params, opt_state, _, _), losses = jax.lax.scan(one_step, carry, keys)
-        return params, opt_state, losses
 
     # Equal chunks, so the scan compiles once; the few padding steps at the end are inactive.
     num_chunks = -(-steps // chunk_size)
@@ -194,15 +226,18 @@ def fit(
     keys = jr.split(key, num_chunks * chunk)
     active = jnp.arange(num_chunks * chunk) < steps
     history: list[np.ndarray] = []
+    chunk_times: list[tuple[int, float]] = []
     done = 0
     with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
         while done < steps:
             n = min(chunk, steps - done)
             window = slice(done, done + chunk)
+            start = time.perf_counter()
             params, opt_state, losses = run_chunk(
                 params, opt_state, data, (keys[window], active[window])
             )
-            losses = np.asarray(losses)[:n]
+            losses = np.asarray(losses)[:n]  # waits for the chunk to finish
+            chunk_times.append((n, time.perf_counter() - start))
             bad = np.flatnonzero(~np.isfinite(losses))
             if bad.size:
                 first = done + int(bad[0])
@@ -219,7 +254,12 @@ def fit(
             done += n
             bar.update(n)
             bar.set_postfix(loss=f"{losses[-1]:.3e}")
-    return TrainResult(eqx.combine(params, static), np.concatenate(history), opt_state)
+    return TrainResult(
+        eqx.combine(params, static),
+        np.concatenate(history),
+        opt_state,
+        np.asarray(chunk_times, dtype=float),
+    )
 
 
 def fit_adam(
