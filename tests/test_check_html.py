@@ -82,6 +82,7 @@ CHAPTER_TEXT = [
     "# A chapter\n\nThe flow keeps\n\n$$\n\\frac{d}{dt} H(q, p) = 0 .\n$$\n",
     "\\begin{align}\n\\dot q &= p \\\\\n\\dot p &= -q\n\\end{align}\n",
     None,  # the figure cell
+    "TABLE",  # a cell that displays a Markdown table, as `diagnostics.summary_table` does
     "## Exercises\n\n```{exercise}\n:label: ex-one\n\nShow that $H$ is conserved.\n```\n",
     "```{solution} ex-one\n:class: dropdown\n\nDifferentiate $H$ along the flow: "
     "the two terms cancel.\n```\n",
@@ -105,7 +106,27 @@ def _png() -> str:
 def _notebook() -> dict:
     cells = []
     for text in CHAPTER_TEXT:
-        if text is None:
+        if text == "TABLE":
+            cells.append(
+                {
+                    "cell_type": "code",
+                    "execution_count": 2,
+                    "metadata": {},
+                    "source": "Markdown(table)",
+                    "outputs": [
+                        {
+                            "output_type": "execute_result",
+                            "execution_count": 2,
+                            "metadata": {},
+                            "data": {
+                                "text/markdown": "| | MSE |\n|---|---|\n| learned | 0.001 |\n",
+                                "text/plain": "<IPython.core.display.Markdown object>",
+                            },
+                        }
+                    ],
+                }
+            )
+        elif text is None:
             cells.append(
                 {
                     "cell_type": "code",
@@ -168,6 +189,9 @@ BREAKS = {
     "raw_maths": lambda html: _sub(
         html, r"(<h2[^>]*>Exercises)", r"<p>Left untypeset: $$ x^2 $$ here.</p>\1"
     ),
+    "raw_table": lambda html: _sub(
+        html, r"(<h2[^>]*>Exercises)", r"<p>| | MSE | |---|---| | vanilla | 0.01 |</p>\1"
+    ),
     "external_request": lambda html: _sub(
         html, r"</head>", '<script src="https://cdn.example.com/lib.js"></script></head>'
     ),
@@ -221,7 +245,7 @@ def _failures(report) -> str:
     return "\n".join(report.failures)
 
 
-def test_good_pages_pass_and_are_screenshot(checked):
+def test_good_pages_pass_and_are_screenshot(checked, tiny_book):
     reports, shots = checked
     for page in ("intro", "chapters/good"):
         assert reports[page].failures == [], _failures(reports[page])
@@ -229,6 +253,9 @@ def test_good_pages_pass_and_are_screenshot(checked):
     assert good.figures == 1
     assert good.maths >= 3 and good.typeset == good.maths
     assert (good.exercises, good.solutions) == (1, 1)
+    # the displayed Markdown table is rendered as a table (`nb_render_markdown_format: myst`)
+    page = (tiny_book / "chapters" / "good.html").read_text()
+    assert re.search(r"<table[^>]*>.*learned.*0\.001.*</table>", page, re.S)
     shot = shots / "good.png"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5_000
 
@@ -240,6 +267,7 @@ def test_good_pages_pass_and_are_screenshot(checked):
         ("unloaded_image", r"local resource missing: 404 .*-gone\.png"),
         ("unloaded_image", r"shows 0 figures, its issue asks for at least 1"),
         ("raw_maths", r"raw maths left in the text: .*\$\$ x\^2 \$\$"),
+        ("raw_table", r"Markdown table shown as text, not as a table: .*\|---\|"),
         ("external_request", r"request leaves the machine \(blocked\): https://cdn\.example\.com"),
         ("open_solution", r"solution 1 .* is not a dropdown"),
         ("open_solution", r"solution 1 .* is shown when the page opens"),

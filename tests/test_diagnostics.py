@@ -1,3 +1,5 @@
+import re
+
 import hypothesis.strategies as st
 import jax.numpy as jnp
 import numpy as np
@@ -80,6 +82,12 @@ def test_summary_table_layout():
     assert lines[0] == "| solver | drift | note |"
     assert lines[2] == "| Euler | 0.123 | grows |"
     assert lines[3] == "| Tsit5 | 1.5e-07 | – |"
+    # pipes inside names and cells are escaped, so every row keeps its number of cells
+    piped = diagnostics.summary_table({"|C|": {"max |{C, H}|": 1.0, "note": "a|b"}})
+    assert piped.splitlines()[0] == "|  | max \\|{C, H}\\| | note |"
+    assert piped.splitlines()[2] == "| \\|C\\| | 1 | a\\|b |"
+    for line in piped.splitlines():
+        assert len(re.findall(r"(?<!\\)\|", line)) == 4
     with pytest.raises(ValueError, match="empty"):
         diagnostics.summary_table({})
     with pytest.raises(ValueError, match="row 'a'"):

@@ -15,7 +15,8 @@ or the ``CHROMIUM`` environment variable. Each page must:
    localhost is blocked and reported (MathJax, fonts, scripts and styles must be local);
 2. show typeset maths: no raw ``$$``, ``\\begin{``, ``\\(`` or ``\\[`` in its text outside
    code, and a MathJax ``mjx-container`` inside every maths element (a page with maths has
-   MathJax output);
+   MathJax output); and show its results tables as tables: no Markdown rule row (``|---|``)
+   in its text outside code;
 3. load every image (``complete`` and ``naturalWidth > 0``); a chapter shows at least the
    figures (loaded images in cell outputs or figures) its issue asked for, see ``MIN_FIGURES``;
 4. render its exercises and solutions (a chapter at least ``min_exercises`` of each); every
@@ -67,6 +68,8 @@ DEFAULT_MIN_FIGURES = 1
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 LOCAL_SCHEMES = {"data", "blob", "about", "file"}
 RAW_MATH = ("$$", "\\begin{", "\\(", "\\[")
+# A Markdown table printed as text: its rule row, as written or after smart quotes.
+RAW_TABLE = ("|---|", "|—|", "| --- |")
 VIEWPORT = {"width": 1280, "height": 800}
 PAGE_TIMEOUT_MS = 60_000
 
@@ -350,13 +353,16 @@ def check_page(
             report.screenshot = screenshots / f"{Path(page_name).name}.png"
             page.screenshot(path=str(report.screenshot), full_page=False)
 
-        seen = page.evaluate(_INSPECT, list(RAW_MATH))
+        seen = page.evaluate(_INSPECT, [*RAW_MATH, *RAW_TABLE])
         report.figures, report.images = seen["figures"], seen["images"]
         report.maths, report.typeset = seen["maths"], seen["typeset"]
         report.exercises, report.solutions = seen["exercises"], seen["solutions"]
 
         for snippet in dict.fromkeys(seen["raw"]):
-            report.fail(f"raw maths left in the text: ...{snippet}...")
+            if any(marker in snippet for marker in RAW_TABLE):
+                report.fail(f"Markdown table shown as text, not as a table: ...{snippet}...")
+            else:
+                report.fail(f"raw maths left in the text: ...{snippet}...")
         if seen["untypeset"]:
             shown = "; ".join(seen["untypeset"][:3])
             report.fail(

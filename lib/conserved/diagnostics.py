@@ -113,8 +113,8 @@ def summary_table(
 ) -> str:
     """A Markdown table: one row per key of `rows`, one column per key of its values.
 
-    Numbers are printed with `digits` significant digits; strings as they are; a missing cell
-    as an en dash. Display it in a notebook with `IPython.display.Markdown`.
+    Numbers are printed with `digits` significant digits; strings as they are (a `|` escaped);
+    a missing cell as an en dash. Display it in a notebook with `IPython.display.Markdown`.
     """
     if not rows:
         raise ValueError("rows must not be empty")
@@ -126,19 +126,23 @@ def summary_table(
             raise ValueError(f"row {name!r} must map column names to values, got {cells!r}")
         columns += [c for c in cells if c not in columns]
 
+    def text(value: str) -> str:
+        # a "|" inside a cell (say "max |{C, H}|") would end the cell: escape it
+        return str(value).replace("|", "\\|")
+
     def cell(value) -> str:
         if isinstance(value, str):
-            return value
+            return text(value)
         return f"{float(value):.{digits}g}"
 
     lines = [
-        "| " + " | ".join([row_header, *columns]) + " |",
+        "| " + " | ".join(text(c) for c in [row_header, *columns]) + " |",
         "|" + "---|" * (len(columns) + 1),
     ]
     for name, cells in rows.items():
         lines.append(
             "| "
-            + " | ".join([name, *(cell(cells[c]) if c in cells else "–" for c in columns)])
+            + " | ".join([text(name), *(cell(cells[c]) if c in cells else "–" for c in columns)])
             + " |"
         )
     return "\n".join(lines)
