@@ -165,8 +165,7 @@ def environment(**extra: str) -> dict:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k
-        not in ("MPLBACKEND", "CONSERVED_MODE", "CONSERVED_QUICK", "CONSERVED_FRESH")
+        if k not in ("MPLBACKEND", "CONSERVED_MODE", "CONSERVED_QUICK", "CONSERVED_FRESH")
         and not k.startswith("CONSERVED_REPOSITORY")
     }
     env["CONSERVED_MODE"] = "quick"

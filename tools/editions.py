@@ -119,9 +119,9 @@ def with_install_cell(nb, url: str, branch: str = "main"):
     if url:
         cell = nbformat.v4.new_code_cell(install_cell_source(url, branch))
         cell.metadata["tags"] = ["install-conserved"]
-        cell.pop("id", None)
+        if (nb.nbformat, nb.nbformat_minor) < (4, 5):
+            cell.pop("id", None)  # cell ids came with nbformat 4.5
         nb.cells.insert(0, cell)
-        nbformat.validator.normalize(nb)
     return nb
 
 
@@ -332,6 +332,18 @@ def _write_reader_notebook(app, pagename, templatename, context, doctree) -> Non
     )
 
 
+def _single_page_translates_like_html(app) -> None:
+    """Sphinx's single-page builder takes node handlers registered for the builder name
+    ``singlehtml`` if any extension registered one, and then ignores those registered for
+    ``html`` (myst-nb's hidden code cells, for one): give it every ``html`` handler it lacks."""
+    if app.builder.name != "singlehtml":
+        return
+    handlers = app.registry.translation_handlers
+    single = handlers.setdefault("singlehtml", {})
+    for node, visitors in handlers.get("html", {}).items():
+        single.setdefault(node, visitors)
+
+
 def setup(app):
     app.add_config_value("conserved_cache_inputs", [], "env")
     app.add_config_value("conserved_notebooks_branch", NOTEBOOKS_BRANCH, "html")
@@ -339,6 +351,7 @@ def setup(app):
     app.add_config_value("conserved_colab_url", "", "html")
     # Before myst-nb reads its configuration (builder-inited) and the theme its options.
     app.connect("config-inited", _configure, priority=900)
+    app.connect("builder-inited", _single_page_translates_like_html)
     app.connect("html-page-context", _reader_download, priority=499)
     app.connect("html-page-context", _write_reader_notebook, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -74,11 +74,12 @@ def write_editions(book: Path, out: Path) -> list[str]:
         nbformat.write(editions.with_install_cell(nb, url, branch), reader_dir / f"{name}.ipynb")
         line = f"reader/{name}.ipynb ({'with' if cached else 'no'} outputs)"
         try:
-            release = assignments.release(source, student_dir, force=True)
+            assignments.student_edition(source)
         except assignments.AssignmentError as error:
             if "has no exercises" not in str(error):
                 raise
         else:
+            release = assignments.release(source, student_dir, force=True)
             student = nbformat.read(release.written[0], as_version=4)
             nbformat.write(editions.with_install_cell(student, url, branch), release.written[0])
             line += f", student/{name}.ipynb ({len(release.exercises)} exercises)"
@@ -139,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         commit = publish(book, out, args.publish)
-        print(f"notebooks: branch {args.publish} at {commit[:12]}; publish: git push origin "
-              f"{args.publish}")
+        print(
+            f"notebooks: branch {args.publish} at {commit[:12]}; publish: git push origin "
+            f"{args.publish}"
+        )
     return 0
 
 

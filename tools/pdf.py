@@ -58,6 +58,7 @@ body, .bd-page-width, .bd-container, .bd-container__inner, .bd-main, .bd-content
 .cell_output img, figure img { max-width: 100% !important; break-inside: avoid; }
 .admonition, .cell, div.highlight, table { break-inside: avoid; }
 h1, h2, h3 { break-after: avoid; }
+pre { white-space: pre-wrap !important; overflow-wrap: anywhere; }
 """
 
 # Runs in the page before printing: the edition's solutions, opened or removed.
@@ -72,12 +73,16 @@ _EDITION = """(edition) => {
     document.querySelectorAll("pre").forEach(pre => {
       const text = pre.textContent;
       if (!text.includes("# BEGIN HIDDEN TESTS")) return;
-      pre.textContent = text.replace(/[ \\t]*# BEGIN HIDDEN TESTS[\\s\\S]*?# END HIDDEN TESTS[^\\n]*\\n?/g, "");
+      const hidden = /[ \\t]*# BEGIN HIDDEN TESTS[\\s\\S]*?# END HIDDEN TESTS[^\\n]*\\n?/g;
+      pre.textContent = text.replace(hidden, "");
     });
   } else {
-    document.querySelectorAll(".toggle-hidden").forEach(el => el.classList.remove("toggle-hidden"));
-    document.querySelectorAll("details").forEach(el => el.open = true);
-    document.querySelectorAll(".dropdown").forEach(el => el.classList.remove("dropdown"));
+    // Open every solution (sphinx-togglebutton's collapsed dropdowns), nothing else.
+    solutions.forEach(solution => {
+      [solution, ...solution.querySelectorAll(".toggle-hidden")]
+        .forEach(el => el.classList.remove("toggle-hidden", "dropdown"));
+      solution.querySelectorAll("details").forEach(el => el.open = true);
+    });
   }
   // Each page of the book (a chapter, a front-matter page) starts on a new sheet.
   // (Sphinx's single page marks where each one begins with a span id="document-...".)
@@ -120,7 +125,8 @@ def _root_page(html_dir: Path) -> str:
 
 
 def print_pdf(html_dir: Path, out: Path, edition: str, chromium: str | None = None) -> dict:
-    """Print the single page of ``html_dir`` to ``out`` in headless Chromium; returns what it saw."""
+    """Print the single page of ``html_dir`` to ``out`` in headless Chromium; returns what it
+    saw."""
     from playwright.sync_api import sync_playwright
 
     executable = check_html.find_chromium(chromium)
@@ -136,9 +142,11 @@ def print_pdf(html_dir: Path, out: Path, edition: str, chromium: str | None = No
             context = browser.new_context(viewport=check_html.VIEWPORT)
             context.route(
                 "**/*",
-                lambda route: route.continue_()
-                if check_html._is_local(route.request.url)
-                else route.abort("blockedbyclient"),
+                lambda route: (
+                    route.continue_()
+                    if check_html._is_local(route.request.url)
+                    else route.abort("blockedbyclient")
+                ),
             )
             page = context.new_page()
             page.set_default_timeout(300_000)
