@@ -71,7 +71,7 @@ def book(tmp_path_factory):
 
 def _pages(html: Path) -> dict[str, str]:
     return {
-        name: (html / f"{name}.html").read_text() for name in ["intro", *CHAPTERS, "reproducing"]
+        name: (html / f"{name}.html").read_text() for name in ["book/intro", *CHAPTERS, "book/reproducing"]
     }
 
 
@@ -212,7 +212,9 @@ def pdfs(book):
     figures = sum(
         len(re.findall(r'<img[^>]*src="[^"]*_images/', block))
         for block in re.findall(
-            r'class="cell_output.*?</div>\s*</div>', (single / "intro.html").read_text(), re.S
+            r'class="cell_output.*?</div>\s*</div>',
+            (single / "book" / "intro.html").read_text(),
+            re.S,
         )
     )
     print(proc.stdout)
@@ -236,7 +238,9 @@ def test_the_pdf_has_every_chapter_its_figures_and_typeset_maths(pdfs, edition):
     assert images >= pdfs["figures"]
     assert len(pages) >= len(TITLES) + 1
     for title in TITLES:
-        starts = [text for text in pages if text.lstrip().startswith(title)]
+        starts = [
+            text for text in pages if re.match(rf"(\d+\. )?{re.escape(title)}", text.lstrip())
+        ]
         assert starts, f"no page begins with the chapter {title!r}"
     text = "\n".join(pages)
     assert "$$" not in text and "\\begin{" not in text and "\\frac" not in text
@@ -276,7 +280,7 @@ def test_the_cache_key_follows_the_library_the_lock_and_the_mode(tmp_path):
     assert editions.cache_key(folder, inputs, "quick") == key
     assert editions.cache_key(folder, inputs, "full") != key
     (folder / "chapters" / "01_alpha.md").write_text("# changed\n")  # jupyter-cache's part
-    (folder / "intro.md").write_text("# changed\n")
+    (folder / "book" / "intro.md").write_text("# changed\n")
     assert editions.cache_key(folder, inputs, "quick") == key
     (folder / "lib" / "tinylib.py").write_text(tinybook.TINYLIB + "# touched\n")
     touched = editions.cache_key(folder, inputs, "quick")
@@ -346,12 +350,15 @@ def test_a_rebuild_with_nothing_changed_takes_under_a_minute(rebuilds):
 
 
 def test_reproducing_page_records_times_mode_versions_and_commands(book):
-    page = (book["html"] / "reproducing.html").read_text()
+    page = (book["html"] / "book" / "reproducing.html").read_text()
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
     for chapter in CHAPTERS:
-        row = re.search(rf"{chapter}.*?</tr>", page, re.S)
+        row = re.search(rf'<span class="doc">{chapter}</span>.*?</tr>', page, re.S)
         assert row, f"no execution-time row for {chapter}"
-        cells = re.findall(r"<td[^>]*>(.*?)</td>", row[0], re.S)
+        cells = [
+            re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row[0], re.S)
+        ]
+        assert "cache" in cells or "execute" in cells, cells
         assert any(re.fullmatch(r"\s*\d+(\.\d+)?\s*", c) for c in cells), cells
     assert "ran the chapters in quick mode" in text
     for name in ("Python", "jax", "equinox", "diffrax", "optax", "CPU"):
@@ -391,3 +398,48 @@ def test_make_lab_installs_pinned_lab_and_opens_md_as_notebooks():
     assert re.search(r'FILE_TYPES=\[[^\]]*"markdown"[^\]]*"myst"', code)
     readme = (ROOT / "README.md").read_text()
     assert "make lab" in readme and "pip install jupyterlab" not in readme
+
+
+def test_after_make_lab_jupyterlab_opens_a_chapter_as_a_notebook(tmp_path):
+    """Where `make lab` has run (JupyterLab in this environment, the overrides installed): a
+    real server opens a chapter's .md as a notebook, with .md files set to open as notebooks
+    and jupyterlab-myst loaded."""
+    import socket
+    import time
+    import urllib.request
+
+    pytest.importorskip("jupyterlab")
+    overrides = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    if not overrides.is_file():
+        pytest.skip("`make lab` has not installed the JupyterLab settings in this environment")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}"]
+    command += ["--IdentityProvider.token=t", f"--ServerApp.root_dir={ROOT}", "--allow-root"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def get(path: str):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}", headers={"Authorization": "token t"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    try:
+        for _ in range(120):
+            try:
+                get("/api/status")
+                break
+            except OSError:
+                time.sleep(0.5)
+        chapter = get("/api/contents/chapters/00_jax_primer.md?type=notebook&content=1")
+        assert chapter["type"] == "notebook" and len(chapter["content"]["cells"]) > 5
+        plugin = get("/lab/api/settings/@jupyterlab/docmanager-extension:plugin")
+        viewers = plugin["schema"]["properties"]["defaultViewers"]["default"]
+        assert viewers["markdown"] == "Jupytext Notebook"
+        names = {extension["name"] for extension in get("/lab/api/extensions")}
+        assert {"jupyterlab-jupytext", "jupyterlab-myst"} <= names
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

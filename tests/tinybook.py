@@ -137,18 +137,20 @@ def toc(reproducing: bool) -> dict:
         }
     ]
     if reproducing:
-        parts.append({"caption": "Back matter", "chapters": [{"file": "reproducing"}]})
-    return {"format": "jb-book", "root": "intro", "parts": parts}
+        parts.append({"caption": "Back matter", "chapters": [{"file": "book/reproducing"}]})
+    # The root in a folder, as the book's own (book/intro).
+    return {"format": "jb-book", "root": "book/intro", "parts": parts}
 
 
 def make(folder: Path, *, figures: bool = True, reproducing: bool = False) -> Path:
     """Write the tiny book into ``folder``; returns it."""
     folder = Path(folder)
     (folder / "chapters").mkdir(parents=True, exist_ok=True)
+    (folder / "book").mkdir(exist_ok=True)
     (folder / "lib").mkdir(exist_ok=True)
     (folder / "_config.yml").write_text(yaml.safe_dump(config(), sort_keys=False))
     (folder / "_toc.yml").write_text(yaml.safe_dump(toc(reproducing), sort_keys=False))
-    (folder / "intro.md").write_text("# A tiny book\n\nTwo chapters and nothing else.\n")
+    (folder / "book" / "intro.md").write_text("# A tiny book\n\nTwo chapters and nothing else.\n")
     (folder / "lib" / "tinylib.py").write_text(TINYLIB)
     (folder / "requirements.lock").write_text("tinylib==1.0\n")
     for name, (title, q) in CHAPTERS.items():
@@ -157,7 +159,7 @@ def make(folder: Path, *, figures: bool = True, reproducing: bool = False) -> Pa
         text = CHAPTER.format(title=title, name=short, q=q, figure=figure)
         (folder / "chapters" / f"{name}.md").write_text(text)
     if reproducing:
-        (folder / "reproducing.md").write_text((ROOT / "book" / "reproducing.md").read_text())
+        (folder / "book" / "reproducing.md").write_text((ROOT / "book" / "reproducing.md").read_text())
     return folder
 
 

@@ -118,10 +118,19 @@ def build_singlehtml(book: Path) -> Path:
 
 
 def _root_page(html_dir: Path) -> str:
-    """The single page: index.html, or the page that Jupyter Book's index.html redirects to."""
+    """The single page: index.html, or the page that Jupyter Book's index.html redirects to.
+    Sphinx writes a root document in a folder (``book/intro``) there but links its assets
+    (``_static/``, ``_images/``) as if it sat at the top: the page is copied to the top."""
     index = (html_dir / "index.html").read_text(errors="replace")
     redirect = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"', index)
-    return redirect[1] if redirect else "index.html"
+    if not redirect:
+        return "index.html"
+    page = redirect[1]
+    if "/" in page:
+        top = html_dir / "conserved-single-page.html"
+        top.write_text((html_dir / page).read_text(errors="replace"))
+        return top.name
+    return page
 
 
 def print_pdf(html_dir: Path, out: Path, edition: str, chromium: str | None = None) -> dict:
