@@ -71,7 +71,8 @@ def book(tmp_path_factory):
 
 def _pages(html: Path) -> dict[str, str]:
     return {
-        name: (html / f"{name}.html").read_text() for name in ["book/intro", *CHAPTERS, "book/reproducing"]
+        name: (html / f"{name}.html").read_text()
+        for name in ["book/intro", *CHAPTERS, "book/reproducing"]
     }
 
 

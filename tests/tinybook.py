@@ -159,7 +159,9 @@ def make(folder: Path, *, figures: bool = True, reproducing: bool = False) -> Pa
         text = CHAPTER.format(title=title, name=short, q=q, figure=figure)
         (folder / "chapters" / f"{name}.md").write_text(text)
     if reproducing:
-        (folder / "book" / "reproducing.md").write_text((ROOT / "book" / "reproducing.md").read_text())
+        (folder / "book" / "reproducing.md").write_text(
+            (ROOT / "book" / "reproducing.md").read_text()
+        )
     return folder
 
 
