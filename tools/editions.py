@@ -38,6 +38,8 @@ MODES = ("quick", "full", "paper")
 NOTEBOOKS_BRANCH = "notebooks"
 COLAB_URL = "https://colab.research.google.com"
 CACHE_FOLDER = Path("_build") / ".jupyter_cache"
+# What Jupyter Book fills in when a book's _config.yml names no repository: not the book's.
+JUPYTER_BOOK_DEFAULT_URL = "https://github.com/executablebooks/jupyter-book"
 
 
 # ------------------------------------------------------------------------------------------
@@ -48,7 +50,10 @@ CACHE_FOLDER = Path("_build") / ".jupyter_cache"
 def repository_url(configured: str | None = None, env=None) -> str:
     """The book's repository: $CONSERVED_REPOSITORY_URL, else ``configured``; '' when unset."""
     env = os.environ if env is None else env
-    url = env.get(REPOSITORY_ENV, "").strip() or (configured or "").strip()
+    configured = (configured or "").strip().rstrip("/")
+    if configured == JUPYTER_BOOK_DEFAULT_URL:
+        configured = ""
+    url = env.get(REPOSITORY_ENV, "").strip() or configured
     return url.rstrip("/").removesuffix(".git")
 
 
