@@ -1,7 +1,18 @@
 # Conserved: the two commands of the README.
 #   make book   set up .venv if needed, then build _build/html with every notebook executed (full mode)
 #   make test   set up .venv if needed, then run the test suite (library, notebooks in quick mode, book build)
-# Other targets: make check-html, make browser, make lint, make quick-book, make clean.
+# Other targets: make check-html, make browser, make lint, make quick-book, make clean, and the
+# editions: make notebooks, make pdf, make lab (see the README).
+#
+# Settings (make VAR=value):
+#   MODE=full|quick        the run mode of make book, make pdf, make notebooks (default full)
+#   FRESH=1                make book / quick-book / pdf: re-execute every notebook (the execution
+#                          cache is emptied and refilled)
+#   REPOSITORY_URL=https://github.com/ORG/REPO
+#                          the book's repository (overrides repository.url in _config.yml): adds
+#                          the repository, Binder and Colab buttons; unset, there are none
+#   EDITION=student        make pdf without solutions (default: instructor, with them)
+#   PUBLISH=1              make notebooks also commits them to the branch `notebooks` (for Colab)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -16,7 +27,18 @@ unexport MPLBACKEND
 HTML_DIR   ?= _build/html
 QUICK_HTML := _build/quick/_build/html
 
-.PHONY: book quick-book test lint clean setup browser check-html
+MODE           ?= full
+EDITION        ?= instructor
+FRESH          ?=
+PUBLISH        ?=
+REPOSITORY_URL ?=
+# What every build passes to Jupyter Book (tools/editions.py reads these).
+EDITION_ENV = $(if $(FRESH),CONSERVED_FRESH=1) \
+  $(if $(REPOSITORY_URL),CONSERVED_REPOSITORY_URL=$(REPOSITORY_URL))
+LAB_STAMP := $(VENV)/.lab-installed
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+
+.PHONY: book quick-book test lint clean setup browser check-html notebooks pdf lab
 
 setup: $(STAMP)
 
@@ -28,13 +50,15 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[book,dev]'
 	@touch $(STAMP)
 
+# Notebooks run through the execution cache (_config.yml): a second build with nothing changed
+# executes nothing; FRESH=1 executes everything.
 book: $(STAMP)
-	CONSERVED_MODE=full $(BIN)/jupyter-book build . --all -W --keep-going
+	CONSERVED_MODE=$(MODE) $(EDITION_ENV) $(BIN)/jupyter-book build . --all -W --keep-going
 	@echo "Open _build/html/index.html"
 
 # The same build in quick mode (what the test suite builds), into _build/quick.
 quick-book: $(STAMP)
-	CONSERVED_MODE=quick $(BIN)/jupyter-book build . --all -W --keep-going --path-output _build/quick
+	CONSERVED_MODE=quick $(EDITION_ENV) $(BIN)/jupyter-book build . --all -W --keep-going --path-output _build/quick
 
 # The browser tests (tests/test_check_html.py) need Chromium: installed here when it can be
 # (as root); elsewhere they skip and say why (under CI=true they fail instead).
@@ -64,7 +88,32 @@ browser:
 # Checks $(HTML_DIR) as it is: run `make book` (or `make quick-book`) first.
 check-html: $(STAMP)
 	@if [ -n "$$CHROMIUM" ]; then true; else $(MAKE) --no-print-directory browser; fi
-	$(BIN)/python tools/check_html.py $(HTML_DIR)
+	$(EDITION_ENV) $(BIN)/python tools/check_html.py $(HTML_DIR)
+
+# Every notebook page as .ipynb, from the .md sources with jupytext (nothing is executed; the
+# outputs of the last build in this mode are merged in from the execution cache):
+# _build/notebooks/reader/NN_*.ipynb with solutions, _build/notebooks/student/NN_*.ipynb from
+# `conserved.assignments release`. PUBLISH=1 commits both to the branch `notebooks`.
+notebooks: $(STAMP)
+	CONSERVED_MODE=$(MODE) $(EDITION_ENV) $(BIN)/python tools/notebooks.py \
+	  $(if $(PUBLISH),--publish notebooks)
+
+# The book as one PDF, offline: _build/pdf/conserved.pdf (EDITION=student:
+# conserved-student.pdf). Jupyter Book's single-page HTML (through the execution cache: after
+# `make book` nothing re-executes), printed by the browser check's Chromium once MathJax is done.
+pdf: $(STAMP)
+	@if [ -n "$$CHROMIUM" ]; then true; else $(MAKE) --no-print-directory browser; fi
+	CONSERVED_MODE=$(MODE) $(EDITION_ENV) $(BIN)/python tools/pdf.py --edition $(EDITION)
+
+# JupyterLab with the chapters: pinned JupyterLab and jupyterlab-myst in .venv (jupytext is
+# already there), set to open .md files as notebooks (tools/lab-overrides.json).
+$(LAB_STAMP): $(STAMP) pyproject.toml requirements.lock tools/lab-overrides.json
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[book,dev,lab]'
+	install -D -m 644 tools/lab-overrides.json $(LAB_SETTINGS)
+	@touch $@
+
+lab: $(LAB_STAMP)
+	$(BIN)/jupyter lab --notebook-dir=. chapters/00_jax_primer.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib tests chapters tools book/_ext

@@ -36,7 +36,26 @@ def quick_book() -> Path:
         timeout=1800,
     )
     assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    BUILD_LOG.append(proc.stdout)
     return out / "_build" / "html"
+
+
+BUILD_LOG: list[str] = []
+
+
+@pytest.mark.book
+def test_book_executes_through_the_execution_cache_of_its_mode(quick_book):
+    """The same mechanism as `make book` (tools/editions.py): the cache folder is keyed by the
+    library, the lock file and the mode, so a second build reuses what is still valid."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import editions
+
+    expected = editions.cache_path(
+        ROOT, ["lib/conserved", "requirements.lock"], {"CONSERVED_QUICK": "1"}
+    )
+    assert expected.name.startswith("quick-")
+    assert f"Using jupyter-cache at: {expected}" in BUILD_LOG[-1]
+    assert (expected / "global.db").is_file()
 
 
 @pytest.mark.book
@@ -46,6 +65,7 @@ def test_book_builds_with_every_toc_page(quick_book):
     assert (quick_book / "index.html").is_file()
     for chapter in toc_chapters():
         assert (quick_book / f"{chapter}.html").is_file(), chapter
+    assert (quick_book / "book" / "reproducing.html").is_file()
 
 
 @pytest.mark.book

@@ -208,6 +208,18 @@ BREAKS = {
         html, r"</body>", "<script>console.error('something broke');</script></body>"
     ),
     "few_figures": lambda html: html,
+    # A repository button to a placeholder, outside the text (what _config.yml had before
+    # issue 19), and a Colab link in the text to someone else's repository.
+    "placeholder_button": lambda html: _sub(
+        _sub(
+            html,
+            r"(<body[^>]*>)",
+            r'\1<a class="btn" href="https://github.com/conserved-book/conserved">repo</a>',
+        ),
+        r"(<h2[^>]*>Exercises)",
+        r'<p><a href="https://colab.research.google.com/github/a/b/blob/main/x.ipynb">run</a>'
+        r' <a href="https://arxiv.org/abs/2106.00001">a paper</a></p>\1',
+    ),
     # A hidden sidebar button ahead of the visible one takes its click handler (what
     # pydata-sphinx-theme's header bar did before _config.yml set navbar_persistent: []).
     "dead_toc_button": lambda html: _sub(
@@ -236,6 +248,7 @@ def checked(tiny_book, tmp_path_factory):
         figures_needed=lambda page: 2 if page.endswith("few_figures") else int(page != "intro"),
         exercises_needed=lambda page: 1 if page.startswith("chapters/") else 0,
         navigation={"intro", "chapters/good", "chapters/dead_toc_button"},
+        repository="",
     )
     print(check_html.summary(reports))
     return {r.page: r for r in reports}, shots
@@ -278,6 +291,12 @@ def test_good_pages_pass_and_are_screenshot(checked, tiny_book):
         ("few_figures", r"shows 1 figures, its issue asks for at least 2"),
         ("dead_toc_button", r"on a phone the sidebar button does not show the table of contents"),
         ("dead_toc_button", r"on a desktop the sidebar button does not hide the table of contents"),
+        (
+            "placeholder_button",
+            r"links to a host the book does not own \(no repository is set\): "
+            r"https://github\.com/conserved-book/conserved$",
+        ),
+        ("placeholder_button", r"does not own .*: https://colab\.research\.google\.com/github/a/b"),
     ],
 )
 def test_broken_page_fails_with_a_message_naming_the_fault(checked, page, expected):
@@ -327,6 +346,55 @@ def test_command_line_says_when_there_is_no_build(tmp_path):
     )
     assert proc.returncode == 2
     assert "no built book" in proc.stderr and "make book" in proc.stderr
+
+
+def test_placeholder_page_fails_only_on_its_two_links(checked):
+    reports, _ = checked
+    failures = reports["chapters/placeholder_button"].failures
+    assert len(failures) == 2 and not any("arxiv" in failure for failure in failures), failures
+
+
+PAGE = """<html><body><div class="bd-header-article">{header}</div>
+<article class="bd-article"><p>See <a href="https://arxiv.org/abs/1">a paper</a>,
+<a href="https://docs.jax.dev/">JAX</a>{text}</p><ul><li>open item</article>
+<footer>{footer}</footer></body></html>"""
+
+
+@pytest.mark.parametrize(
+    "repository, header, text, footer, expected",
+    [
+        ("", "", "", "", []),
+        ("", '<a href="../_sources/x.ipynb">.ipynb</a><a href="#top">top</a>', "", "", []),
+        ("", '<a href="https://github.com/o/r">repo</a>', "", "", ["https://github.com/o/r"]),
+        ("", "", "", '<a href="https://sphinx-doc.org/">S</a>', ["https://sphinx-doc.org/"]),
+        (
+            "",
+            "",
+            ', <a href="https://mybinder.org/v2/gh/o/r/main?urlpath=tree/x.md">run</a>',
+            "",
+            ["https://mybinder.org/v2/gh/o/r/main?urlpath=tree/x.md"],
+        ),
+        (
+            "https://github.com/o/r",
+            '<a href="https://github.com/o/r">repo</a>'
+            '<a href="https://mybinder.org/v2/gh/o/r/main?urlpath=tree/x.md">B</a>'
+            '<a href="https://colab.research.google.com/github/o/r/blob/nb/reader/x.ipynb">C</a>',
+            "",
+            "",
+            [],
+        ),
+        (
+            "https://github.com/o/r",
+            '<a href="https://github.com/o/other">repo</a>',
+            "",
+            "",
+            ["https://github.com/o/other"],
+        ),
+    ],
+)
+def test_foreign_links_outside_the_text(repository, header, text, footer, expected):
+    page = PAGE.format(header=header, text=text, footer=footer)
+    assert check_html.foreign_links(page, repository) == expected
 
 
 def test_toc_pages_follow_the_books_toc():

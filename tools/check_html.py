@@ -22,6 +22,13 @@ or the ``CHROMIUM`` environment variable. Each page must:
 4. render its exercises and solutions (a chapter at least ``min_exercises`` of each); every
    solution is collapsed when the page opens, and one click on its title shows it.
 
+5. link only to what the book owns: outside the article's text (header buttons, navigation,
+   footer) every link stays on the site or goes to the book's repository (``repository.url`` in
+   ``_config.yml``, or ``--repository``/``$CONSERVED_REPOSITORY_URL``) and the launch services
+   opened on it (Binder, Colab); anywhere, a launch link must open the book's repository. With
+   no repository set, a repository or launch button is a failure. Links in the text to papers
+   and documentation are fine. This part reads the HTML files and needs no browser.
+
 On the first page it also tries the table-of-contents button: on a phone-sized screen one
 click shows the navigation, on a desktop one click hides it.
 
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import html.parser
 import http.server
 import os
 import re
@@ -49,6 +57,8 @@ from urllib.parse import urlsplit
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import editions  # noqa: E402
 
 # Figures (images in notebook cell outputs) that each chapter must show, keyed by its file in
 # _toc.yml. At least what each chapter's issue asked for (issues 2-8); where the book already
@@ -103,6 +113,75 @@ def toc_pages(toc: Path) -> list[str]:
     walk(data.get("chapters"))
     walk(data.get("sections"))
     return [re.sub(r"\.(md|ipynb|rst)$", "", page) for page in pages]
+
+
+# Links that launch a notebook somewhere: they must open the book's own repository.
+LAUNCH_PREFIXES = (
+    "https://mybinder.org/v2/",
+    "https://colab.research.google.com/github/",
+    "https://colab.research.google.com/drive/",
+    "https://deepnote.com/launch",
+)
+
+
+class _Links(html.parser.HTMLParser):
+    """Every ``<a href>`` of a page, with whether it sits in the article's text."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.links: list[tuple[str, bool]] = []
+        self._open: list[str] = []  # the elements open here, outermost first
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self._open.append(tag)
+        self.handle_startendtag(tag, attrs)
+
+    def handle_startendtag(self, tag, attrs):
+        href = dict(attrs).get("href")
+        if tag == "a" and href:
+            self.links.append((href, "article" in self._open))
+
+    def handle_endtag(self, tag):
+        # Close up to the matching element (a tag left open inside it closes with it).
+        if tag in self._open:
+            while self._open.pop() != tag:
+                pass
+
+
+def foreign_links(page_html: str, repository: str = "") -> list[str]:
+    """The links of a page to what the book does not own: outside the article's text, any link
+    off the site except to ``repository`` and its launch services; anywhere, a launch link that
+    does not open ``repository``."""
+    owned = editions.owned_link_prefixes(repository)
+    parser = _Links()
+    parser.feed(page_html)
+    found = []
+    for href, in_text in parser.links:
+        if urlsplit(href).scheme not in ("http", "https") and not href.startswith("//"):
+            continue  # on the site (relative, #anchor, mailto:, javascript:)
+        if _is_local(href) or href.startswith(tuple(owned)) or href == repository:
+            continue
+        if not in_text or href.startswith(LAUNCH_PREFIXES):
+            found.append(href)
+    return list(dict.fromkeys(found))
+
+
+def check_links(html_dir: Path, pages: list[str], repository: str = "") -> dict[str, list[str]]:
+    """Per page, a failure message for each link to a host the book does not own."""
+    failures = {}
+    for name in pages:
+        path = Path(html_dir) / f"{name}.html"
+        if not path.is_file():
+            continue
+        where = f"the book's repository {repository}" if repository else "no repository is set"
+        failures[name] = [
+            f"links to a host the book does not own ({where}): {href}"
+            for href in foreign_links(path.read_text(errors="replace"), repository)
+        ]
+    return failures
 
 
 @dataclass
@@ -406,12 +485,14 @@ def check_site(
     figures_needed: Callable[[str], int] = min_figures,
     exercises_needed: Callable[[str], int] = min_exercises,
     navigation: set[str] | None = None,
+    repository: str | None = None,
 ) -> list[PageReport]:
     """Serve ``html_dir`` on loopback and check each page in headless Chromium.
 
     ``figures_needed`` and ``exercises_needed`` map a page to what it must show (by default
     ``MIN_FIGURES`` and ``min_exercises``); the table-of-contents button is tried on the pages
-    in ``navigation`` (by default the first page: every page has the same one).
+    in ``navigation`` (by default the first page: every page has the same one). Links are
+    checked against ``repository`` (by default the book's setting, see ``foreign_links``).
     """
     from playwright.sync_api import sync_playwright
 
@@ -425,6 +506,9 @@ def check_site(
         )
     if screenshots is not None:
         screenshots.mkdir(parents=True, exist_ok=True)
+    if repository is None:
+        repository = editions.configured_repository(ROOT)[0]
+    links = check_links(html_dir, pages, repository)
     reports = []
     with LoopbackServer(html_dir) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -461,6 +545,8 @@ def check_site(
                             navigation=name in navigation,
                         )
                     )
+                    for message in links.get(name, []):
+                        reports[-1].fail(message)
                 finally:
                     context.close()
         finally:
@@ -494,6 +580,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--toc", default=ROOT / "_toc.yml", type=Path)
     parser.add_argument("--screenshots", default=ROOT / "_build" / "screenshots", type=Path)
     parser.add_argument("--chromium", help="the Chromium executable (default: on PATH)")
+    parser.add_argument(
+        "--repository",
+        help="the book's repository URL (default: _config.yml's, or $CONSERVED_REPOSITORY_URL)",
+    )
     args = parser.parse_args(argv)
 
     html_dir = args.html_dir.resolve()
@@ -507,7 +597,15 @@ def main(argv: list[str] | None = None) -> int:
     pages = toc_pages(args.toc)
     started = time.perf_counter()
     try:
-        reports = check_site(html_dir, pages, screenshots=args.screenshots, chromium=args.chromium)
+        reports = check_site(
+            html_dir,
+            pages,
+            screenshots=args.screenshots,
+            chromium=args.chromium,
+            repository=None
+            if args.repository is None
+            else editions.repository_url(args.repository, env={}),
+        )
     except FileNotFoundError as error:
         print(f"check-html: {error}", file=sys.stderr)
         return 2
