@@ -160,3 +160,22 @@ def test_booth_rotation_keeps_the_loss_and_changes_the_gradient():
             for a in jnp.linspace(0, 6.28, 64)
         ]
         assert max(norms) > 1.5 * min(norms)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=seeds)
+def test_booth_teleport_is_the_steepest_point_and_one_step_from_the_minimum(seed):
+    with float64():
+        xy = 10 * jr.normal(jr.key(seed), (2,))
+        moved = ps.booth_teleport(xy)
+        assert abs(float(ps.booth(moved) - ps.booth(xy))) <= 1e-12 * (1 + float(ps.booth(xy)))
+        best = float(jnp.sum(jax.grad(ps.booth)(moved) ** 2))
+        grid = jax.vmap(lambda a: jnp.sum(jax.grad(ps.booth)(ps.booth_rotate(xy, a)) ** 2))(
+            jnp.linspace(0.0, 2 * jnp.pi, 721)
+        )
+        assert best >= float(grid.max()) * (1 - 1e-12)
+        # a residual on the top eigenvector of AAᵀ: one step of 1/λ_max is Newton's step
+        landed = moved - jax.grad(ps.booth)(moved) / 18.0
+        assert float(ps.booth(landed)) <= 1e-20 * (1 + float(ps.booth(xy)))
+    with pytest.raises(ValueError, match="shape"):
+        ps.booth_teleport(jnp.zeros(3))

@@ -17,6 +17,8 @@ Hidden layer `l` (0-based, `0 <= l < len(layers) - 1`) is the output of `layers[
   and larger gradient.
 - `weight_matching`, `permute_mlp`, `interpolation_losses`, `barrier`: Git Re-Basin's weight
   matching and the loss barrier along the straight line between two networks.
+- `booth`, `booth_rotate`, `booth_teleport`: Booth's function, its SO(2) symmetry (rotating the
+  residual) and the closed-form steepest point of an orbit.
 """
 
 from __future__ import annotations
@@ -314,3 +316,20 @@ def booth_rotate(xy: Float[Array, " 2"], angle: Scalar) -> Float[Array, " 2"]:
     r = a @ xy - c
     rot = jnp.array([[jnp.cos(angle), -jnp.sin(angle)], [jnp.sin(angle), jnp.cos(angle)]])
     return jnp.linalg.solve(a, rot @ r + c)
+
+
+def booth_teleport(xy: Float[Array, " 2"]) -> Float[Array, " 2"]:
+    """The steepest point of the SO(2) orbit of `xy` (closed form, no search).
+
+    The loss |r|² is fixed on the orbit and ‖∇L‖² = 4 rᵀAAᵀr, so the steepest point turns the
+    residual r = A xy - c onto the top eigenvector e of AAᵀ: r -> ±|r| e (the sign nearer to r).
+    From there one gradient step of size 1/λ_max(∇²L) = 1/(2 λ_max(AᵀA)) lands on the minimum.
+    """
+    xy = jnp.asarray(xy)
+    if xy.shape != (2,):
+        raise ValueError(f"xy must be a point of shape (2,), got {xy.shape}")
+    a, c = jnp.asarray(_BOOTH_A), jnp.asarray(_BOOTH_C)
+    r = a @ xy - c
+    top = jnp.linalg.eigh(a @ a.T)[1][:, -1]
+    sign = jnp.where(r @ top >= 0, 1.0, -1.0)
+    return jnp.linalg.solve(a, sign * jnp.linalg.norm(r) * top + c)
