@@ -37,7 +37,7 @@ def test_projected_fields_satisfy_the_constraints_and_match_autodiff(mode):
         np.testing.assert_allclose(f.u, pinn.predict(model, x, dx, ts, cons), atol=1e-12)
 
         # The time derivative through the projection equals a finite difference of the
-        # projected field; the x-derivative equals autodiff of ũ(x, t) = α(t) + β(t) u(x, t).
+        # projected field; the x-derivative equals autodiff of ũ(x, t) = a(t) + s(t) u(x, t).
         h = 1e-6
         plus = pinn.predict(model, x, dx, ts + h, cons)
         minus = pinn.predict(model, x, dx, ts - h, cons)
@@ -83,8 +83,8 @@ def test_third_derivative_and_other_residuals():
         assert float(f.u_xxx[1, 5]) == pytest.approx(float(d3))
         cons = pinn.Constraints.for_mode("joint", c1, c2)
         fp = pinn.fields(model, x, dx, ts, cons, order=3)
-        beta = fp.u_x / f.u_x
-        np.testing.assert_allclose(fp.u_xxx, beta * f.u_xxx, rtol=1e-9)
+        scale = fp.u_x / f.u_x
+        np.testing.assert_allclose(fp.u_xxx, scale * f.u_xxx, rtol=1e-9)
         for residual in (
             pinn.kdv_residual(f, 0.05),
             pinn.heat_residual(f, 0.1),
@@ -93,3 +93,31 @@ def test_third_derivative_and_other_residuals():
             assert residual.shape == (5, 32)
         with pytest.raises(ValueError, match="order=3"):
             pinn.kdv_residual(pinn.fields(model, x, dx, ts), 0.05)
+
+
+@pytest.mark.parametrize("mode", ["linear", "quadratic", "joint"])
+def test_coefficient_derivatives_equal_a_jvp_through_the_network(mode):
+    """a', s' from the closed form along u_t equal the jvp in t that runs the network again
+    (the former implementation), and the linear case is a' = c1'/(n dx) - mean(u_t)."""
+    with float64():
+        x, dx, ts, model, c1, c2 = _setup()
+        cons = pinn.Constraints.for_mode(mode, c1, c2)
+        for t in ts[1:3]:
+            u = jax.vmap(lambda xi, t=t: model(xi, t))(x)
+            u_t = jax.vmap(lambda xi, t=t: jax.grad(model, argnums=1)(xi, t))(x)
+
+            def coefficients(time):
+                values = jax.vmap(lambda xi: model(xi, time))(x)
+                k1, k2 = cons.values(time)
+                return projection.affine_coefficients(values, dx, linear=k1, quadratic=k2)
+
+            expected = jax.jvp(coefficients, (t,), (jnp.ones_like(t),))
+            got = pinn.coefficient_derivatives(u, u_t, dx, t, cons)
+            leaves = jax.tree_util.tree_leaves
+            for e, g in zip(leaves(expected), leaves(got), strict=True):
+                np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
+            (_, scale), (d_offset, d_scale) = got
+            if mode == "linear":
+                assert float(scale) == 1.0 and float(d_scale) == 0.0
+                expected_offset = 0.1 / (len(x) * dx) - jnp.mean(u_t)
+                np.testing.assert_allclose(d_offset, expected_offset, rtol=1e-12)

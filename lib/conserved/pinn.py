@@ -5,11 +5,12 @@ A PINN u_θ(x, t) is an MLP of two inputs. Collocation points form a tensor grid
 grid x_1..x_n (spacing dx) at each of T times. At each time the projection of
 `projection.affine_coefficients` turns the network into
 
-    ũ(x, t) = α(t) + β(t) u_θ(x, t),
+    ũ(x, t) = a(t) + s(t) u_θ(x, t)        (offset a, scale s),
 
-with α, β computed from the n grid values at that time, so every point of the grid reuses the
+with a, s computed from the n grid values at that time, so every point of the grid reuses the
 evaluations the projection needs. Derivatives follow by the chain rule:
-ũ_x = β u_x, ũ_xx = β u_xx, ũ_t = α' + β' u + β u_t (α', β' by a jvp in t).
+ũ_x = s u_x, ũ_xx = s u_xx, ũ_t = a' + s' u + s u_t, where a', s' are the derivative of the
+closed form for (a, s) along u_t (`coefficient_derivatives`): no second pass of the network.
 
 - `PINN`: the network.
 - `Constraints`: the target integrals c1(t) = ∫u dx and/or c2(t) = ∫u² dx as functions of t.
@@ -98,6 +99,29 @@ def _raw(model: PINN, x: Array, t: Scalar, order: int = 2):
     return jax.vmap(one)(x)
 
 
+def coefficient_derivatives(
+    u: Float[Array, " n"],
+    u_t: Float[Array, " n"],
+    dx: float,
+    t: Scalar,
+    constraints: Constraints,
+) -> tuple[tuple[Scalar, Scalar], tuple[Scalar, Scalar]]:
+    """The projection's coefficients at one time, ((a, s), (a', s')), from the network's grid
+    values u(x_j, t) and their time derivatives u_t(x_j, t).
+
+    (a, s) = `projection.affine_coefficients(u, dx, c1(t), c2(t))` is a closed form in u and
+    the targets, so its time derivative is the forward-mode derivative of that closed form with
+    tangents u_t (already computed for the residual) and c1'(t), c2'(t): the network is not run
+    again. For the linear projection this is a' = c1'/(n dx) - mean(u_t), s' = 0.
+    """
+    values, tangents = jax.jvp(constraints.values, (t,), (jnp.ones_like(t),))
+
+    def closed_form(v, c):
+        return projection.affine_coefficients(v, dx, linear=c[0], quadratic=c[1])
+
+    return jax.jvp(closed_form, (u, values), (u_t, tangents))
+
+
 def fields(
     model: PINN,
     x: Float[Array, " n"],
@@ -120,24 +144,16 @@ def fields(
         u, u_t, u_x, u_xx = raw[:4]
         if constraints is None:
             return raw
-
-        def coefficients(s):
-            values = jax.vmap(lambda xi: model(xi, s))(x)
-            c1, c2 = constraints.values(s)
-            return projection.affine_coefficients(values, dx, linear=c1, quadratic=c2)
-
-        (alpha, beta), (d_alpha, d_beta) = jax.jvp(coefficients, (t,), (jnp.ones_like(t),))
+        (a, s), (da, ds) = coefficient_derivatives(u, u_t, dx, t, constraints)
         c1, c2 = constraints.values(t)
         return (
             (
-                projection.project(
-                    u, dx, linear=c1, quadratic=c2
-                ),  # = alpha + beta u, rounded well
-                d_alpha + d_beta * u + beta * u_t,
-                beta * u_x,
-                beta * u_xx,
+                projection.project(u, dx, linear=c1, quadratic=c2),  # = a + s u, rounded well
+                da + ds * u + s * u_t,
+                s * u_x,
+                s * u_xx,
             )
-            + tuple(beta * r for r in raw[4:])
+            + tuple(s * r for r in raw[4:])
         )
 
     return Fields(*jax.vmap(at)(ts))
