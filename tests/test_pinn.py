@@ -121,3 +121,57 @@ def test_coefficient_derivatives_equal_a_jvp_through_the_network(mode):
                 assert float(scale) == 1.0 and float(d_scale) == 0.0
                 expected_offset = 0.1 / (len(x) * dx) - jnp.mean(u_t)
                 np.testing.assert_allclose(d_offset, expected_offset, rtol=1e-12)
+
+
+def test_training_together_equals_training_each_alone():
+    """Adam on the summed loss and the vmapped L-BFGS phase give every member the run it gets
+    alone (same steps, same optimiser), up to round-off; one argument per member reaches it."""
+    with float64():
+        x, dx, ts, _, c1, c2 = _setup()
+        u0 = jnp.sin(jnp.pi * x)
+        soft = pinn.Constraints(linear=c1, quadratic=c2)
+
+        def loss(m, weight):
+            return pinn.pinn_loss(
+                m,
+                x=x,
+                dx=dx,
+                ts=ts,
+                u0=u0,
+                residual=lambda f: pinn.advection_residual(f, 0.1),
+                soft=soft,
+                soft_weight=weight,
+                length=2.0,
+            )
+
+        models = [pinn.PINN(width=8, depth=2, key=jr.key(s)) for s in (1, 2)]
+        weights = jnp.array([1.0, 10.0])
+        together, losses = pinn.train_together(
+            loss,
+            models,
+            adam_steps=20,
+            lbfgs_steps=5,
+            key=jr.key(3),
+            args=weights,
+            progress=False,
+        )
+        assert losses.shape == (25,)
+        for model, weight, trained in zip(models, weights, together, strict=True):
+            alone, _ = pinn.train_adam_lbfgs(
+                lambda m, w=weight: loss(m, w),
+                model,
+                adam_steps=20,
+                lbfgs_steps=5,
+                key=jr.key(3),
+                progress=False,
+            )
+            for a, b in zip(
+                jax.tree_util.tree_leaves(eqx.filter(alone, eqx.is_array)),
+                jax.tree_util.tree_leaves(eqx.filter(trained, eqx.is_array)),
+                strict=True,
+            ):
+                np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9)
+        with pytest.raises(ValueError, match="one entry per model"):
+            pinn.train_together(
+                loss, models, adam_steps=1, lbfgs_steps=0, key=jr.key(0), args=jnp.ones(3)
+            )

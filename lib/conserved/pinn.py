@@ -296,3 +296,110 @@ def integral_errors(
     if quadratic is not None:
         out["quadratic"] = jnp.abs(projection.quadratic_integral(u, dx) - jax.vmap(quadratic)(ts))
     return out
+
+
+def _lbfgs_together(member_loss, static, params, args, steps):
+    """`steps` L-BFGS iterations (optax's zoom line search) for each member of a stacked model
+    independently: one `lax.scan`, vmapped over the members. A member whose loss or gradient
+    turns non-finite keeps its last finite parameters."""
+    import optax
+
+    optimiser = optax.lbfgs()
+
+    def run(p, a):
+        value_fn = lambda q: member_loss(eqx.combine(q, static), a)  # noqa: E731
+        value_and_grad = optax.value_and_grad_from_state(value_fn)
+
+        def step(carry, _):
+            p, state = carry
+            value, grad = value_and_grad(p, state=state)
+            updates, new_state = optimiser.update(
+                grad, state, p, value=value, grad=grad, value_fn=value_fn
+            )
+            new_p = optax.apply_updates(p, updates)
+            finite = jnp.isfinite(value) & jnp.all(
+                jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)])
+            )
+            keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+            new_p = jax.tree_util.tree_map(keep, new_p, p)
+            new_state = jax.tree_util.tree_map(keep, new_state, state)
+            return (new_p, new_state), value
+
+        (p, _), values = jax.lax.scan(step, (p, optimiser.init(p)), None, length=steps)
+        return p, values
+
+    return jax.vmap(run)(params, args)
+
+
+def train_together(
+    loss: Callable[..., Scalar],
+    models: list[PINN],
+    *,
+    adam_steps: int,
+    lbfgs_steps: int,
+    key: PRNGKeyArray,
+    args: Array | None = None,
+    learning_rate: float = 1e-3,
+    progress: bool = True,
+) -> tuple[list[PINN], Array]:
+    """`train_adam_lbfgs` for several networks of one structure at once (seeds, and optionally
+    one argument each, such as a penalty weight): `loss(model)`, or `loss(model, arg)` with
+    `args[i]` for member i.
+
+    Adam runs on the sum of the members' losses through one `training.fit`: the members'
+    parameters are disjoint and Adam updates each parameter on its own, so every member gets
+    the updates it would get alone. L-BFGS couples parameters through its curvature pairs and
+    line search, so its phase is vmapped over the members instead (each keeps its own history).
+    Returns the trained members and the members' summed loss at every step, shape
+    `(adam_steps + lbfgs_steps,)`.
+    """
+    import optax
+
+    from . import training
+
+    models = list(models)
+    if not models:
+        raise ValueError("models must contain at least one model")
+    if lbfgs_steps < 0:
+        raise ValueError(f"lbfgs_steps must be >= 0, got {lbfgs_steps!r}")
+    count = len(models)
+    if args is None:
+        args = jnp.zeros(count)
+        member_loss = lambda m, a: loss(m)  # noqa: E731
+    else:
+        args = jnp.asarray(args)
+        if args.shape[:1] != (count,):
+            raise ValueError(f"args needs one entry per model ({count}), got shape {args.shape}")
+        member_loss = loss
+    parts = [eqx.partition(m, eqx.is_inexact_array) for m in models]
+    structure = jax.tree_util.tree_structure(parts[0][0])
+    if any(jax.tree_util.tree_structure(p) != structure for p, _ in parts[1:]):
+        raise ValueError("models must share one structure (same width and depth)")
+    static = parts[0][1]
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[p for p, _ in parts])
+
+    def total(params, _batch, _key):
+        per_member = jax.vmap(lambda p, a: member_loss(eqx.combine(p, static), a))(params, args)
+        return jnp.sum(per_member)
+
+    result = training.fit(
+        total,
+        stacked,
+        optax.adam(learning_rate),
+        steps=adam_steps,
+        key=key,
+        progress=progress,
+        desc="Adam",
+    )
+    params = result.model
+    losses = jnp.asarray(result.losses)
+    if lbfgs_steps > 0:
+        params, later = eqx.filter_jit(_lbfgs_together)(
+            member_loss, static, params, args, lbfgs_steps
+        )
+        losses = jnp.concatenate([losses, jnp.sum(later, axis=0)])
+    members = [
+        eqx.combine(jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], params), static)
+        for i in range(count)
+    ]
+    return members, losses
