@@ -35,6 +35,15 @@ def test_projected_fields_satisfy_the_constraints_and_match_autodiff(mode):
                 projection.quadratic_integral(f.u, dx), jax.vmap(c2)(ts), rtol=1e-8
             )
         np.testing.assert_allclose(f.u, pinn.predict(model, x, dx, ts, cons), atol=1e-12)
+        # off the grid, the same affine map: at the grid's own points it is the projection
+        np.testing.assert_allclose(
+            pinn.predict(model, x, dx, ts, cons, at=x), f.u, rtol=1e-9, atol=1e-12
+        )
+        between = x + 0.5 * dx
+        scale = (pinn.predict(model, x, dx, ts, cons, at=between) - f.u) / (
+            pinn.predict(model, x, dx, ts, at=between) - pinn.predict(model, x, dx, ts)
+        )
+        np.testing.assert_allclose(scale, scale[:, :1] * jnp.ones_like(scale), rtol=1e-6)
 
         # The time derivative through the projection equals a finite difference of the
         # projected field; the x-derivative equals autodiff of ũ(x, t) = a(t) + s(t) u(x, t).

@@ -159,18 +159,37 @@ def fields(
     return Fields(*jax.vmap(at)(ts))
 
 
-def predict(model: PINN, x, dx, ts, constraints: Constraints | None = None) -> Float[Array, "T n"]:
-    """ũ on the grid at every time of `ts` (no derivatives)."""
+def predict(
+    model: PINN,
+    x,
+    dx,
+    ts,
+    constraints: Constraints | None = None,
+    *,
+    at: Float[Array, " m"] | None = None,
+) -> Float[Array, "T n"]:
+    """ũ on the grid x at every time of `ts` (no derivatives), shape `(T, n)`. With `at`, ũ at
+    those points instead, `(T, m)`: the projection's coefficients still come from the grid x
+    (ũ = a(t) + s(t) u_θ(at, t)), which is how the projected model is defined off its grid."""
     x, ts = jnp.asarray(x), jnp.asarray(ts)
 
-    def at(t):
+    def on_grid(t):
         values = jax.vmap(lambda xi: model(xi, t))(x)
         if constraints is None:
             return values
         c1, c2 = constraints.values(t)
         return projection.project(values, dx, linear=c1, quadratic=c2)
 
-    return jax.vmap(at)(ts)
+    def off_grid(t):
+        points = jax.vmap(lambda xi: model(xi, t))(jnp.asarray(at))
+        if constraints is None:
+            return points
+        values = jax.vmap(lambda xi: model(xi, t))(x)
+        c1, c2 = constraints.values(t)
+        offset, scale = projection.affine_coefficients(values, dx, linear=c1, quadratic=c2)
+        return offset + scale * points
+
+    return jax.vmap(on_grid if at is None else off_grid)(ts)
 
 
 def advection_residual(f: Fields, beta: float) -> Array:
