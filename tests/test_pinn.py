@@ -35,9 +35,18 @@ def test_projected_fields_satisfy_the_constraints_and_match_autodiff(mode):
                 projection.quadratic_integral(f.u, dx), jax.vmap(c2)(ts), rtol=1e-8
             )
         np.testing.assert_allclose(f.u, pinn.predict(model, x, dx, ts, cons), atol=1e-12)
+        # off the grid, the same affine map: at the grid's own points it is the projection
+        np.testing.assert_allclose(
+            pinn.predict(model, x, dx, ts, cons, at=x), f.u, rtol=1e-9, atol=1e-12
+        )
+        between = x + 0.5 * dx
+        scale = (pinn.predict(model, x, dx, ts, cons, at=between) - f.u) / (
+            pinn.predict(model, x, dx, ts, at=between) - pinn.predict(model, x, dx, ts)
+        )
+        np.testing.assert_allclose(scale, scale[:, :1] * jnp.ones_like(scale), rtol=1e-6)
 
         # The time derivative through the projection equals a finite difference of the
-        # projected field; the x-derivative equals autodiff of ũ(x, t) = α(t) + β(t) u(x, t).
+        # projected field; the x-derivative equals autodiff of ũ(x, t) = a(t) + s(t) u(x, t).
         h = 1e-6
         plus = pinn.predict(model, x, dx, ts + h, cons)
         minus = pinn.predict(model, x, dx, ts - h, cons)
@@ -83,8 +92,8 @@ def test_third_derivative_and_other_residuals():
         assert float(f.u_xxx[1, 5]) == pytest.approx(float(d3))
         cons = pinn.Constraints.for_mode("joint", c1, c2)
         fp = pinn.fields(model, x, dx, ts, cons, order=3)
-        beta = fp.u_x / f.u_x
-        np.testing.assert_allclose(fp.u_xxx, beta * f.u_xxx, rtol=1e-9)
+        scale = fp.u_x / f.u_x
+        np.testing.assert_allclose(fp.u_xxx, scale * f.u_xxx, rtol=1e-9)
         for residual in (
             pinn.kdv_residual(f, 0.05),
             pinn.heat_residual(f, 0.1),
@@ -93,3 +102,85 @@ def test_third_derivative_and_other_residuals():
             assert residual.shape == (5, 32)
         with pytest.raises(ValueError, match="order=3"):
             pinn.kdv_residual(pinn.fields(model, x, dx, ts), 0.05)
+
+
+@pytest.mark.parametrize("mode", ["linear", "quadratic", "joint"])
+def test_coefficient_derivatives_equal_a_jvp_through_the_network(mode):
+    """a', s' from the closed form along u_t equal the jvp in t that runs the network again
+    (the former implementation), and the linear case is a' = c1'/(n dx) - mean(u_t)."""
+    with float64():
+        x, dx, ts, model, c1, c2 = _setup()
+        cons = pinn.Constraints.for_mode(mode, c1, c2)
+        for t in ts[1:3]:
+            u = jax.vmap(lambda xi, t=t: model(xi, t))(x)
+            u_t = jax.vmap(lambda xi, t=t: jax.grad(model, argnums=1)(xi, t))(x)
+
+            def coefficients(time):
+                values = jax.vmap(lambda xi: model(xi, time))(x)
+                k1, k2 = cons.values(time)
+                return projection.affine_coefficients(values, dx, linear=k1, quadratic=k2)
+
+            expected = jax.jvp(coefficients, (t,), (jnp.ones_like(t),))
+            got = pinn.coefficient_derivatives(u, u_t, dx, t, cons)
+            leaves = jax.tree_util.tree_leaves
+            for e, g in zip(leaves(expected), leaves(got), strict=True):
+                np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
+            (_, scale), (d_offset, d_scale) = got
+            if mode == "linear":
+                assert float(scale) == 1.0 and float(d_scale) == 0.0
+                expected_offset = 0.1 / (len(x) * dx) - jnp.mean(u_t)
+                np.testing.assert_allclose(d_offset, expected_offset, rtol=1e-12)
+
+
+def test_training_together_equals_training_each_alone():
+    """Adam on the summed loss and the vmapped L-BFGS phase give every member the run it gets
+    alone (same steps, same optimiser), up to round-off; one argument per member reaches it."""
+    with float64():
+        x, dx, ts, _, c1, c2 = _setup()
+        u0 = jnp.sin(jnp.pi * x)
+        soft = pinn.Constraints(linear=c1, quadratic=c2)
+
+        def loss(m, weight):
+            return pinn.pinn_loss(
+                m,
+                x=x,
+                dx=dx,
+                ts=ts,
+                u0=u0,
+                residual=lambda f: pinn.advection_residual(f, 0.1),
+                soft=soft,
+                soft_weight=weight,
+                length=2.0,
+            )
+
+        models = [pinn.PINN(width=8, depth=2, key=jr.key(s)) for s in (1, 2)]
+        weights = jnp.array([1.0, 10.0])
+        together, losses = pinn.train_together(
+            loss,
+            models,
+            adam_steps=20,
+            lbfgs_steps=5,
+            key=jr.key(3),
+            args=weights,
+            progress=False,
+        )
+        assert losses.shape == (25,)
+        for model, weight, trained in zip(models, weights, together, strict=True):
+            alone, _ = pinn.train_adam_lbfgs(
+                lambda m, w=weight: loss(m, w),
+                model,
+                adam_steps=20,
+                lbfgs_steps=5,
+                key=jr.key(3),
+                progress=False,
+            )
+            for a, b in zip(
+                jax.tree_util.tree_leaves(eqx.filter(alone, eqx.is_array)),
+                jax.tree_util.tree_leaves(eqx.filter(trained, eqx.is_array)),
+                strict=True,
+            ):
+                np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9)
+        with pytest.raises(ValueError, match="one entry per model"):
+            pinn.train_together(
+                loss, models, adam_steps=1, lbfgs_steps=0, key=jr.key(0), args=jnp.ones(3)
+            )

@@ -5,11 +5,12 @@ A PINN u_θ(x, t) is an MLP of two inputs. Collocation points form a tensor grid
 grid x_1..x_n (spacing dx) at each of T times. At each time the projection of
 `projection.affine_coefficients` turns the network into
 
-    ũ(x, t) = α(t) + β(t) u_θ(x, t),
+    ũ(x, t) = a(t) + s(t) u_θ(x, t)        (offset a, scale s),
 
-with α, β computed from the n grid values at that time, so every point of the grid reuses the
+with a, s computed from the n grid values at that time, so every point of the grid reuses the
 evaluations the projection needs. Derivatives follow by the chain rule:
-ũ_x = β u_x, ũ_xx = β u_xx, ũ_t = α' + β' u + β u_t (α', β' by a jvp in t).
+ũ_x = s u_x, ũ_xx = s u_xx, ũ_t = a' + s' u + s u_t, where a', s' are the derivative of the
+closed form for (a, s) along u_t (`coefficient_derivatives`): no second pass of the network.
 
 - `PINN`: the network.
 - `Constraints`: the target integrals c1(t) = ∫u dx and/or c2(t) = ∫u² dx as functions of t.
@@ -98,6 +99,29 @@ def _raw(model: PINN, x: Array, t: Scalar, order: int = 2):
     return jax.vmap(one)(x)
 
 
+def coefficient_derivatives(
+    u: Float[Array, " n"],
+    u_t: Float[Array, " n"],
+    dx: float,
+    t: Scalar,
+    constraints: Constraints,
+) -> tuple[tuple[Scalar, Scalar], tuple[Scalar, Scalar]]:
+    """The projection's coefficients at one time, ((a, s), (a', s')), from the network's grid
+    values u(x_j, t) and their time derivatives u_t(x_j, t).
+
+    (a, s) = `projection.affine_coefficients(u, dx, c1(t), c2(t))` is a closed form in u and
+    the targets, so its time derivative is the forward-mode derivative of that closed form with
+    tangents u_t (already computed for the residual) and c1'(t), c2'(t): the network is not run
+    again. For the linear projection this is a' = c1'/(n dx) - mean(u_t), s' = 0.
+    """
+    values, tangents = jax.jvp(constraints.values, (t,), (jnp.ones_like(t),))
+
+    def closed_form(v, c):
+        return projection.affine_coefficients(v, dx, linear=c[0], quadratic=c[1])
+
+    return jax.jvp(closed_form, (u, values), (u_t, tangents))
+
+
 def fields(
     model: PINN,
     x: Float[Array, " n"],
@@ -120,41 +144,52 @@ def fields(
         u, u_t, u_x, u_xx = raw[:4]
         if constraints is None:
             return raw
-
-        def coefficients(s):
-            values = jax.vmap(lambda xi: model(xi, s))(x)
-            c1, c2 = constraints.values(s)
-            return projection.affine_coefficients(values, dx, linear=c1, quadratic=c2)
-
-        (alpha, beta), (d_alpha, d_beta) = jax.jvp(coefficients, (t,), (jnp.ones_like(t),))
+        (a, s), (da, ds) = coefficient_derivatives(u, u_t, dx, t, constraints)
         c1, c2 = constraints.values(t)
         return (
             (
-                projection.project(
-                    u, dx, linear=c1, quadratic=c2
-                ),  # = alpha + beta u, rounded well
-                d_alpha + d_beta * u + beta * u_t,
-                beta * u_x,
-                beta * u_xx,
+                projection.project(u, dx, linear=c1, quadratic=c2),  # = a + s u, rounded well
+                da + ds * u + s * u_t,
+                s * u_x,
+                s * u_xx,
             )
-            + tuple(beta * r for r in raw[4:])
+            + tuple(s * r for r in raw[4:])
         )
 
     return Fields(*jax.vmap(at)(ts))
 
 
-def predict(model: PINN, x, dx, ts, constraints: Constraints | None = None) -> Float[Array, "T n"]:
-    """ũ on the grid at every time of `ts` (no derivatives)."""
+def predict(
+    model: PINN,
+    x,
+    dx,
+    ts,
+    constraints: Constraints | None = None,
+    *,
+    at: Float[Array, " m"] | None = None,
+) -> Float[Array, "T n"]:
+    """ũ on the grid x at every time of `ts` (no derivatives), shape `(T, n)`. With `at`, ũ at
+    those points instead, `(T, m)`: the projection's coefficients still come from the grid x
+    (ũ = a(t) + s(t) u_θ(at, t)), which is how the projected model is defined off its grid."""
     x, ts = jnp.asarray(x), jnp.asarray(ts)
 
-    def at(t):
+    def on_grid(t):
         values = jax.vmap(lambda xi: model(xi, t))(x)
         if constraints is None:
             return values
         c1, c2 = constraints.values(t)
         return projection.project(values, dx, linear=c1, quadratic=c2)
 
-    return jax.vmap(at)(ts)
+    def off_grid(t):
+        points = jax.vmap(lambda xi: model(xi, t))(jnp.asarray(at))
+        if constraints is None:
+            return points
+        values = jax.vmap(lambda xi: model(xi, t))(x)
+        c1, c2 = constraints.values(t)
+        offset, scale = projection.affine_coefficients(values, dx, linear=c1, quadratic=c2)
+        return offset + scale * points
+
+    return jax.vmap(on_grid if at is None else off_grid)(ts)
 
 
 def advection_residual(f: Fields, beta: float) -> Array:
@@ -280,3 +315,110 @@ def integral_errors(
     if quadratic is not None:
         out["quadratic"] = jnp.abs(projection.quadratic_integral(u, dx) - jax.vmap(quadratic)(ts))
     return out
+
+
+def _lbfgs_together(member_loss, static, params, args, steps):
+    """`steps` L-BFGS iterations (optax's zoom line search) for each member of a stacked model
+    independently: one `lax.scan`, vmapped over the members. A member whose loss or gradient
+    turns non-finite keeps its last finite parameters."""
+    import optax
+
+    optimiser = optax.lbfgs()
+
+    def run(p, a):
+        value_fn = lambda q: member_loss(eqx.combine(q, static), a)  # noqa: E731
+        value_and_grad = optax.value_and_grad_from_state(value_fn)
+
+        def step(carry, _):
+            p, state = carry
+            value, grad = value_and_grad(p, state=state)
+            updates, new_state = optimiser.update(
+                grad, state, p, value=value, grad=grad, value_fn=value_fn
+            )
+            new_p = optax.apply_updates(p, updates)
+            finite = jnp.isfinite(value) & jnp.all(
+                jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)])
+            )
+            keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+            new_p = jax.tree_util.tree_map(keep, new_p, p)
+            new_state = jax.tree_util.tree_map(keep, new_state, state)
+            return (new_p, new_state), value
+
+        (p, _), values = jax.lax.scan(step, (p, optimiser.init(p)), None, length=steps)
+        return p, values
+
+    return jax.vmap(run)(params, args)
+
+
+def train_together(
+    loss: Callable[..., Scalar],
+    models: list[PINN],
+    *,
+    adam_steps: int,
+    lbfgs_steps: int,
+    key: PRNGKeyArray,
+    args: Array | None = None,
+    learning_rate: float = 1e-3,
+    progress: bool = True,
+) -> tuple[list[PINN], Array]:
+    """`train_adam_lbfgs` for several networks of one structure at once (seeds, and optionally
+    one argument each, such as a penalty weight): `loss(model)`, or `loss(model, arg)` with
+    `args[i]` for member i.
+
+    Adam runs on the sum of the members' losses through one `training.fit`: the members'
+    parameters are disjoint and Adam updates each parameter on its own, so every member gets
+    the updates it would get alone. L-BFGS couples parameters through its curvature pairs and
+    line search, so its phase is vmapped over the members instead (each keeps its own history).
+    Returns the trained members and the members' summed loss at every step, shape
+    `(adam_steps + lbfgs_steps,)`.
+    """
+    import optax
+
+    from . import training
+
+    models = list(models)
+    if not models:
+        raise ValueError("models must contain at least one model")
+    if lbfgs_steps < 0:
+        raise ValueError(f"lbfgs_steps must be >= 0, got {lbfgs_steps!r}")
+    count = len(models)
+    if args is None:
+        args = jnp.zeros(count)
+        member_loss = lambda m, a: loss(m)  # noqa: E731
+    else:
+        args = jnp.asarray(args)
+        if args.shape[:1] != (count,):
+            raise ValueError(f"args needs one entry per model ({count}), got shape {args.shape}")
+        member_loss = loss
+    parts = [eqx.partition(m, eqx.is_inexact_array) for m in models]
+    structure = jax.tree_util.tree_structure(parts[0][0])
+    if any(jax.tree_util.tree_structure(p) != structure for p, _ in parts[1:]):
+        raise ValueError("models must share one structure (same width and depth)")
+    static = parts[0][1]
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[p for p, _ in parts])
+
+    def total(params, _batch, _key):
+        per_member = jax.vmap(lambda p, a: member_loss(eqx.combine(p, static), a))(params, args)
+        return jnp.sum(per_member)
+
+    result = training.fit(
+        total,
+        stacked,
+        optax.adam(learning_rate),
+        steps=adam_steps,
+        key=key,
+        progress=progress,
+        desc="Adam",
+    )
+    params = result.model
+    losses = jnp.asarray(result.losses)
+    if lbfgs_steps > 0:
+        params, later = eqx.filter_jit(_lbfgs_together)(
+            member_loss, static, params, args, lbfgs_steps
+        )
+        losses = jnp.concatenate([losses, jnp.sum(later, axis=0)])
+    members = [
+        eqx.combine(jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], params), static)
+        for i in range(count)
+    ]
+    return members, losses

@@ -13,7 +13,7 @@ conditions have a closed form:
 - linear only: shift by a constant, u + (c1/(n dx) - mean(u));
 - quadratic only: rescale, u · sqrt(c2 / I_2(u));
 - both: keep the fluctuation's direction, fix the mean and rescale the fluctuation,
-  m + a (u - mean(u)) with m = c1/(n dx) and a = sqrt((c2 - c1²/(n dx)) / (dx |u - mean(u)|²)).
+  m + s (u - mean(u)) with m = c1/(n dx) and s = sqrt((c2 - c1²/(n dx)) / (dx |u - mean(u)|²)).
 
 All leading axes of u are batch axes (for example time); c1, c2 broadcast against them. The
 projection is differentiable, so it can sit inside a model during training (PINN-Proj), and the
@@ -87,15 +87,15 @@ def project(
     u = _check(u, dx)
     if linear is not None and quadratic is None:
         return fix_mean(u, linear, dx)
-    _, beta = affine_coefficients(u, dx, linear=linear, quadratic=quadratic, eps=eps)
+    _, scale = affine_coefficients(u, dx, linear=linear, quadratic=quadratic, eps=eps)
     if linear is None:
-        return beta[..., None] * u
-    # m + a (u - mean u), centred twice: when the field is nearly constant, a is large and the
+        return scale[..., None] * u
+    # m + s (u - mean u), centred twice: when the field is nearly constant, s is large and the
     # rounding error of a one-pass mean would be amplified into the linear integral
     fluctuation = u - jnp.mean(u, axis=-1, keepdims=True)
     fluctuation = fluctuation - jnp.mean(fluctuation, axis=-1, keepdims=True)
     mean = jnp.asarray(linear)[..., None] / (u.shape[-1] * dx)
-    return mean + beta[..., None] * fluctuation
+    return mean + scale[..., None] * fluctuation
 
 
 def affine_coefficients(
@@ -106,12 +106,13 @@ def affine_coefficients(
     quadratic: Float[ArrayLike, "..."] | None = None,
     eps: float = EPS,
 ) -> tuple[Float[Array, "..."], Float[Array, "..."]]:
-    """The projection as an affine map of the field: project(u) = alpha + beta · u, with
-    (alpha, beta) per batch entry (per time). The same map extends the projection from the grid
-    to any point x, ũ(x, t) = alpha(t) + beta(t) u(x, t), so ũ_x = beta u_x.
+    """The projection as an affine map of the field: project(u) = offset + scale · u, with
+    (offset, scale) per batch entry (per time). The same map extends the projection from the
+    grid to any point x, ũ(x, t) = a(t) + s(t) u(x, t), so ũ_x = s u_x.
 
     linear: (c1/(n dx) - mean u, 1); quadratic: (0, sqrt(c2 / I_2(u))); both:
-    (m - a mean u, a). Same checks and `eps` guard as `project`.
+    (m - s mean u, s) with s = sqrt((c2 - c1²/(n dx)) / (dx |u - mean u|²)). Same checks and
+    `eps` guard as `project`.
     """
     u = _check(u, dx)
     n = u.shape[-1]
@@ -119,14 +120,14 @@ def affine_coefficients(
     if linear is None and quadratic is None:
         raise ValueError("give linear=, quadratic= or both")
     if quadratic is None:
-        alpha = jnp.asarray(linear) / (n * dx) - mean
-        return alpha, jnp.ones_like(alpha)
+        offset = jnp.asarray(linear) / (n * dx) - mean
+        return offset, jnp.ones_like(offset)
     quadratic = jnp.asarray(quadratic)
     if _concrete(quadratic) and bool(jnp.any(quadratic < 0)):
         raise ValueError(f"quadratic must be >= 0 (it is dx Σ u²), got {quadratic}")
     if linear is None:
-        beta = jnp.sqrt(quadratic / (quadratic_integral(u, dx) + eps))
-        return jnp.zeros_like(beta), beta
+        scale = jnp.sqrt(quadratic / (quadratic_integral(u, dx) + eps))
+        return jnp.zeros_like(scale), scale
     linear = jnp.asarray(linear)
     floor = linear**2 / (n * dx)
     if (
@@ -140,5 +141,5 @@ def affine_coefficients(
         )
     spread = jnp.maximum(quadratic - floor, 0.0)
     fluctuation = quadratic_integral(u - mean[..., None], dx)
-    beta = jnp.sqrt(spread / (fluctuation + eps))
-    return linear / (n * dx) - beta * mean, beta
+    scale = jnp.sqrt(spread / (fluctuation + eps))
+    return linear / (n * dx) - scale * mean, scale
