@@ -49,6 +49,10 @@ y = 2 * x
 
 ```{code-cell} ipython3
 assert y == 2
+```
+
+```{code-cell} ipython3
+:tags: [remove-cell]
 # BEGIN HIDDEN TESTS
 assert isinstance(y, int), "y must be an int"
 # END HIDDEN TESTS
@@ -159,7 +163,7 @@ def test_malformed_chapters_are_rejected(tmp_path):
 
 
 def test_grading_instructor_student_and_partial(chapter, tmp_path):
-    full = assignments.grade(chapter, cell_timeout=60)
+    full = assignments.grade(chapter, source=chapter, cell_timeout=60)
     assert (full.total, full.maximum) == (2, 2), full.table()
     student = _student(chapter, tmp_path)
     digest = hashlib.sha256(student.read_bytes()).hexdigest()
