@@ -454,10 +454,7 @@ _KERNEL_HELPER = r"""
 def __conserved_setup():
     import base64, io, json, sys, types
     import numpy
-    try:
-        import jax
-    except Exception:
-        jax = None
+    jax = sys.modules.get("jax")  # None when the notebook never imported JAX
     refs = {}
     allowed = set(%(allowed)r)
     limit = %(limit)d
@@ -525,7 +522,7 @@ def __conserved_setup():
             op = request["op"]
             if op == "export":
                 names = {n: enc(namespace[n]) for n in request["names"] if n in namespace}
-                x64 = bool(jax.config.jax_enable_x64) if jax is not None else False
+                x64 = bool(jax.config.jax_enable_x64) if jax is not None else None
                 result = {"names": names, "x64": x64}
             else:
                 target = refs[request["ref"]]
@@ -600,7 +597,7 @@ class Sandbox:
 
     namespaces: bool  # own mount, network and pid namespaces (unshare)
     drop_caps: bool  # as root: the kernel runs without any capability
-    map_root: bool  # not root: a user namespace
+    map_root: bool  # a user namespace of its own (its process count starts at zero)
     off: list[str]
 
 
@@ -625,18 +622,19 @@ def sandbox() -> Sandbox:
     namespaces = False
     map_root = False
     if unshare and sys.platform.startswith("linux"):
-        base = [unshare, "--mount", "--net", "--pid", "--fork", "--kill-child"]
-        if not root:
-            base.insert(1, "--map-root-user")
+        base = [unshare, "--user", "--map-root-user", "--mount", "--net", "--pid", "--fork"]
+        base.append("--kill-child")
         probe = base + ["sh", "-c", _SANDBOX_SCRIPT, "sh", tempfile.gettempdir(), "true"]
         namespaces = _probe(probe)
-        map_root = namespaces and not root
+        map_root = namespaces
     if not namespaces:
         off += [
             "network (no network namespace: unshare is missing or user namespaces are off)",
             "read-only file system (no mount namespace)",
             "process isolation (no pid namespace; the kernel's session is killed instead)",
         ]
+        if root:
+            off.append("process limit (root is exempt from RLIMIT_NPROC; the count is watched)")
     drop_caps = root and shutil.which("setpriv") is not None
     if root and not drop_caps:
         off.append("dropping root's capabilities (setpriv missing: limits and mounts are weaker)")
@@ -656,8 +654,10 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
-def _limits(memory_bytes: int, processes: int):
-    nproc = _tasks_of(os.getuid()) + processes  # the limit counts all of the user's tasks
+def _limits(memory_bytes: int, processes: int, own_namespace: bool):
+    # in a user namespace of its own the count starts at zero; else it counts all the user's
+    # tasks (and root is exempt: sandbox() then reports the limit as off)
+    nproc = processes if own_namespace else _tasks_of(os.getuid()) + processes
 
     def apply():  # runs in the child before exec
         import resource
@@ -719,9 +719,8 @@ class Kernel:
             drop = ["--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"]
             command = ["setpriv", *drop] + command
         if box.namespaces:
-            prefix = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child"]
-            if box.map_root:
-                prefix.insert(1, "--map-root-user")
+            prefix = ["unshare", "--user", "--map-root-user", "--mount", "--net", "--pid"]
+            prefix += ["--fork", "--kill-child"]
             command = prefix + ["sh", "-c", _SANDBOX_SCRIPT, "sh", str(workdir)] + command
         self.process = subprocess.Popen(
             command,
@@ -729,8 +728,10 @@ class Kernel:
             env=_kernel_env(workdir, mode),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=open(os.environ["CONSERVED_KERNEL_LOG"], "w") if os.environ.get("CONSERVED_KERNEL_LOG") else subprocess.DEVNULL,
-            preexec_fn=_limits(memory_bytes, processes),
+            stderr=open(os.environ["CONSERVED_KERNEL_LOG"], "w")
+            if os.environ.get("CONSERVED_KERNEL_LOG")
+            else subprocess.DEVNULL,
+            preexec_fn=_limits(memory_bytes, processes, box.map_root),
         )
         self.client = BlockingKernelClient()
         self.client.load_connection_file(connection)
@@ -747,15 +748,41 @@ class Kernel:
             except queue.Empty:
                 pass
 
+        self.processes = processes
+        self.namespace = None
+        try:  # the kernel's pid namespace: every process the submission starts is in it
+            child = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+            first = child.read_text().split()
+            if box.namespaces and first:
+                self.namespace = os.readlink(f"/proc/{first[0]}/ns/pid")
+        except OSError:
+            pass
+
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def count(self) -> int:
+        """Processes the submission runs (its pid namespace, or the kernel's session)."""
+        total = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if self.namespace is not None:
+                    total += os.readlink(f"/proc/{entry}/ns/pid") == self.namespace
+                else:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                    total += int(stat.rsplit(")", 1)[1].split()[3]) == self.process.pid
+            except (OSError, ValueError, IndexError):
+                pass
+        return total
 
     def execute(self, code: str, timeout: float, keep: int = 20000) -> dict:
         """Run code; return {status, error, stdout, replies}. Status: ok, error, timeout, dead."""
         msg_id = self.client.execute(code, store_history=False, allow_stdin=False)
         deadline = time.monotonic() + timeout
         out = {"status": None, "error": None, "stdout": "", "replies": []}
-        idle = False
+        idle, next_count = False, time.monotonic() + 0.25
         while not idle:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -765,8 +792,17 @@ class Kernel:
                 out["status"] = "dead"
                 return out
             try:
-                msg = self.client.get_iopub_msg(timeout=min(remaining, 1.0))
-            except Exception:  # queue.Empty
+                msg = self.client.get_iopub_msg(timeout=min(remaining, 0.25))
+            except Exception:  # queue.Empty: meanwhile, watch the number of processes
+                if time.monotonic() > next_count:
+                    next_count = time.monotonic() + 0.25
+                    if self.count() > self.processes:
+                        self.kill()
+                        out["status"] = "dead"
+                        out["error"] = (
+                            f"the submission started more than {self.processes} processes"
+                        )
+                        return out
                 continue
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
@@ -813,7 +849,7 @@ class Kernel:
 class Checker:
     """A clean Python process (instructor code only) that runs check cells."""
 
-    def __init__(self, workdir: Path, nonce: str):
+    def __init__(self, workdir: Path, nonce: str, preload: list[str] = ()):
         workdir.mkdir(mode=0o700)
         env = _kernel_env(workdir, "quick")
         env["MPLBACKEND"] = "Agg"
@@ -828,7 +864,7 @@ class Checker:
             text=True,
             start_new_session=True,
         )
-        self._send({"nonce": nonce})
+        self._send({"nonce": nonce, "preload": list(preload)})
 
     def _send(self, message: dict) -> None:
         self.process.stdin.write(json.dumps(message) + "\n")
@@ -915,7 +951,14 @@ def _checker_main() -> int:
 
     protocol = sys.stdout
     sys.stdout = io.StringIO()
-    nonce = json.loads(sys.stdin.readline())["nonce"]
+    hello = json.loads(sys.stdin.readline())
+    nonce = hello["nonce"]
+    for name in hello.get("preload", []):  # imported while the submission runs
+        if name.split(".")[0] in _ALLOWED_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
 
     def send(message):
         protocol.write(json.dumps({"nonce": nonce, **message}) + "\n")
@@ -972,9 +1015,8 @@ def _checker_main() -> int:
             return items if isinstance(value, list) else {"__tuple__": items}
         if isinstance(value, dict):
             return {"__dict__": [[enc(k), enc(v)] for k, v in value.items()]}
-        import jax
-
-        is_jax = isinstance(value, jax.Array)
+        jax = sys.modules.get("jax")
+        is_jax = jax is not None and isinstance(value, jax.Array)
         array = numpy.asarray(value)
         buffer = io.BytesIO()
         numpy.save(buffer, array, allow_pickle=False)
@@ -1016,9 +1058,10 @@ def _checker_main() -> int:
         job = json.loads(line)
         printed = io.StringIO()
         try:
-            import jax
+            if job.get("x64") is not None:
+                import jax
 
-            jax.config.update("jax_enable_x64", bool(job.get("x64")))
+                jax.config.update("jax_enable_x64", bool(job["x64"]))
             namespace = {"__name__": "__check__"}
             for name, value in job["names"].items():
                 namespace[str(name)] = dec(value)
@@ -1166,7 +1209,9 @@ def _grade_into(
         os.chmod(tmp, 0o711)  # the kernel's user may pass through to its own folder only
         kernel = checker = None
         try:
-            checker = Checker(Path(tmp, "checker"), nonce)
+            uses_jax = "import jax" in "\n".join(c.source for c in read_chapter(chapter).cells)
+            preload = ["jax", "jax.numpy", "conserved"] if uses_jax else []
+            checker = Checker(Path(tmp, "checker"), nonce, preload)
             kernel = Kernel(Path(tmp, "kernel"), mode, memory_bytes, processes)
             kernel.execute(
                 "%matplotlib inline\n"
@@ -1200,7 +1245,8 @@ def _grade_into(
                             )
                             break
                     elif ran["status"] == "dead":
-                        stop = _DIED
+                        stop = f"{ran['error']}: {_DIED}" if ran["error"] else _DIED
+                        report.cell_errors.append(f"cell {index}: {stop}")
                         break
                     continue
                 passed, message = checker.check(payload, checks[payload], kernel, limit)
