@@ -700,6 +700,12 @@ def _kernel_env(workdir: Path, mode: str) -> dict[str, str]:
     return env
 
 
+def _kernel_log():
+    """The kernel's stderr: a file named by CONSERVED_KERNEL_LOG (for debugging), else none."""
+    path = os.environ.get("CONSERVED_KERNEL_LOG")
+    return open(path, "w") if path else subprocess.DEVNULL  # noqa: SIM115
+
+
 class Kernel:
     """A sandboxed IPython kernel in an empty folder, spoken to over Unix sockets."""
 
@@ -1144,6 +1150,7 @@ def grade(
     return report
 
 
+_TOTAL = "the notebook did not finish within the total time limit of %s s"
 _DIED = "the kernel died (the notebook crashed the Python process); later cells did not run"
 
 
@@ -1221,7 +1228,7 @@ def _grade_into(
             for kind, index, payload in plan:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    stop = f"the notebook did not finish within the total time limit of {total_timeout} s"
+                    stop = _TOTAL % total_timeout
                     break
                 if not kernel.alive():
                     stop = _DIED
@@ -1233,7 +1240,7 @@ def _grade_into(
                         report.cell_errors.append(f"cell {index}: {ran['error']}")
                     elif ran["status"] == "timeout":
                         if limit < cell_timeout:
-                            stop = f"the notebook did not finish within the total time limit of {total_timeout} s"
+                            stop = _TOTAL % total_timeout
                             break
                         report.cell_errors.append(f"cell {index}: timed out after {cell_timeout} s")
                         kernel.interrupt()
