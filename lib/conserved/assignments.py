@@ -23,6 +23,7 @@ file is only read.
 from __future__ import annotations
 
 import argparse
+import ast
 import builtins
 import copy
 import csv
@@ -454,7 +455,6 @@ _KERNEL_HELPER = r"""
 def __conserved_setup():
     import base64, io, json, sys, types
     import numpy
-    jax = sys.modules.get("jax")  # None when the notebook never imported JAX
     refs = {}
     allowed = set(%(allowed)r)
     limit = %(limit)d
@@ -477,6 +477,7 @@ def __conserved_setup():
             if name.split(".")[0] in allowed:
                 return {"__module__": name}
             return ref(value)
+        jax = sys.modules.get("jax")  # None while the notebook has not imported JAX
         is_jax = jax is not None and isinstance(value, jax.Array)
         if is_jax or isinstance(value, (numpy.ndarray, numpy.generic)):
             array = numpy.asarray(value)
@@ -513,6 +514,7 @@ def __conserved_setup():
             array = numpy.load(io.BytesIO(base64.b64decode(value["__nd__"])), allow_pickle=False)
             if value.get("scalar"):
                 return array[()]
+            jax = sys.modules.get("jax")
             return jax.numpy.asarray(array) if value.get("jax") and jax else array
         raise ValueError("unknown value")
 
@@ -521,6 +523,7 @@ def __conserved_setup():
         try:
             op = request["op"]
             if op == "export":
+                jax = sys.modules.get("jax")
                 names = {n: enc(namespace[n]) for n in request["names"] if n in namespace}
                 x64 = bool(jax.config.jax_enable_x64) if jax is not None else None
                 result = {"names": names, "x64": x64}
@@ -544,8 +547,7 @@ def __conserved_setup():
         text = json.dumps(reply)
         if len(text) > limit:
             text = json.dumps({"ok": False, "error": "the value is too large to check"})
-        from IPython.display import publish_display_data
-        publish_display_data({"application/x-conserved-reply": text})
+        namespace["__conserved_reply"] = text
 
     return rpc
 
@@ -660,9 +662,14 @@ def _limits(memory_bytes: int, processes: int, own_namespace: bool):
     nproc = processes if own_namespace else _tasks_of(os.getuid()) + processes
 
     def apply():  # runs in the child before exec
+        import ctypes
         import resource
 
         os.setsid()
+        try:  # if the grader dies, so does the sandbox (and, with it, everything inside)
+            ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        except (OSError, AttributeError):
+            pass
         for limit, value in (
             (resource.RLIMIT_AS, memory_bytes),
             (resource.RLIMIT_NPROC, nproc),
@@ -697,6 +704,14 @@ def _kernel_env(workdir: Path, mode: str) -> dict[str, str]:
         CONSERVED_MODE=mode,
     )
     env.setdefault("PATH", "/usr/bin:/bin")
+    # the instructor's JAX compilation cache, read-only in the sandbox: compiled programs are
+    # reused (new ones are not written back: JAX only warns), so grading is not a cold start
+    cache = os.environ.get("CONSERVED_JAX_CACHE")
+    if cache is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        cache = os.path.join(base, "conserved", "jax")
+        cache = cache if os.path.isdir(cache) else "off"
+    env["CONSERVED_JAX_CACHE"] = cache
     return env
 
 
@@ -783,13 +798,21 @@ class Kernel:
                 pass
         return total
 
-    def execute(self, code: str, timeout: float, keep: int = 20000) -> dict:
-        """Run code; return {status, error, stdout, replies}. Status: ok, error, timeout, dead."""
-        msg_id = self.client.execute(code, store_history=False, allow_stdin=False)
+    def execute(self, code: str, timeout: float, reply: bool = False) -> dict:
+        """Run code; return {status, error, replies}. Status: ok, error, timeout, dead.
+
+        Completion and errors come from the shell channel's execute_reply (never dropped);
+        with `reply`, the value of `__conserved_reply` comes back in the same message. The
+        kernel's broadcast output (iopub) is drained and ignored: a submission that floods
+        it cannot make the grader lose a message it needs."""
+        expressions = {"r": "__conserved_reply"} if reply else {}
+        msg_id = self.client.execute(
+            code, store_history=False, allow_stdin=False, user_expressions=expressions
+        )
         deadline = time.monotonic() + timeout
-        out = {"status": None, "error": None, "stdout": "", "replies": []}
-        idle, next_count = False, time.monotonic() + 0.25
-        while not idle:
+        out = {"status": None, "error": None, "replies": []}
+        next_count = time.monotonic() + 0.25
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 out["status"] = "timeout"
@@ -797,9 +820,10 @@ class Kernel:
             if not self.alive():
                 out["status"] = "dead"
                 return out
+            self._drain()
             try:
-                msg = self.client.get_iopub_msg(timeout=min(remaining, 0.25))
-            except Exception:  # queue.Empty: meanwhile, watch the number of processes
+                msg = self.client.get_shell_msg(timeout=min(remaining, 0.25))
+            except queue.Empty:  # meanwhile, watch the number of processes
                 if time.monotonic() > next_count:
                     next_count = time.monotonic() + 0.25
                     if self.count() > self.processes:
@@ -812,19 +836,27 @@ class Kernel:
                 continue
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "status" and content.get("execution_state") == "idle":
-                idle = True
-            elif kind == "stream" and len(out["stdout"]) < keep:
-                out["stdout"] += str(content.get("text", ""))[:keep]
-            elif kind == "error":
+            content = msg.get("content", {})
+            if content.get("status") == "error":
                 out["error"] = _error_text(content.get("ename", ""), content.get("evalue", ""))
-            elif kind == "display_data":
-                reply = content.get("data", {}).get("application/x-conserved-reply")
-                if isinstance(reply, str):
-                    out["replies"].append(reply)
-        out["status"] = "error" if out["error"] else "ok"
-        return out
+            elif content.get("status") != "ok":
+                out["error"] = f"the cell ended with status {str(content.get('status'))[:40]}"
+            value = content.get("user_expressions", {}).get("r", {})
+            text = value.get("data", {}).get("text/plain") if isinstance(value, dict) else None
+            if isinstance(text, str):
+                try:
+                    out["replies"].append(ast.literal_eval(text))
+                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                    pass
+            out["status"] = "error" if out["error"] else "ok"
+            return out
+
+    def _drain(self) -> None:
+        for _ in range(10000):
+            try:
+                self.client.get_iopub_msg(timeout=0)
+            except queue.Empty:
+                return
 
     def interrupt(self) -> None:
         try:
@@ -878,8 +910,6 @@ class Checker:
 
     def check(self, label: str, source: str, kernel: Kernel, call_timeout: float) -> tuple:
         """Run one check; relay the checker's requests to the kernel. (passed, message)."""
-        import ast
-
         try:
             names = sorted(
                 {
@@ -891,9 +921,11 @@ class Checker:
         except SyntaxError as exc:
             return False, f"the instructor's check does not parse: {exc}"
         exported = kernel.execute(
+            "__conserved_reply = None\n"
             f"__conserved_rpc({json.dumps(json.dumps({'op': 'export', 'names': names}))}, "
             "globals())",
             call_timeout,
+            reply=True,
         )
         reply = _reply(exported)
         if not reply.get("ok"):
@@ -913,8 +945,10 @@ class Checker:
                 return message["passed"], message["message"]
             # a proxy request: run it in the kernel, answer with data
             answer = kernel.execute(
+                "__conserved_reply = None\n"
                 f"__conserved_rpc({json.dumps(json.dumps(message['request']))}, globals())",
                 call_timeout,
+                reply=True,
             )
             self._send({"reply": _reply(answer)})
 
@@ -940,7 +974,7 @@ def _reply(result: dict) -> dict:
         return {"ok": False, "error": result["error"] or "no answer from the kernel"}
     try:
         reply = json.loads(result["replies"][-1])
-    except ValueError:
+    except (ValueError, TypeError):
         return {"ok": False, "error": "an unreadable answer from the kernel"}
     return reply if isinstance(reply, dict) else {"ok": False, "error": "a malformed answer"}
 
@@ -1002,6 +1036,12 @@ def _checker_main() -> int:
 
         def __len__(self):
             return int(request({"op": "len", "ref": self._ref}))
+
+        def __iter__(self):
+            raise TypeError(f"a check cannot iterate over the submission's {self._kind}")
+
+        def __array__(self, *args, **kwargs):
+            raise TypeError(f"the submission's {self._kind} is not an array")
 
         def keys(self):
             return [dec(k) for k in request({"op": "keys", "ref": self._ref})]
