@@ -34,6 +34,7 @@ import queue
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -771,12 +772,14 @@ class Kernel:
 
         self.processes = processes
         self.namespace = None
+        self.kernel_pid = self.process.pid  # setpriv and sh exec the kernel: same process
         try:  # the kernel's pid namespace: every process the submission starts is in it
             child = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
             first = child.read_text().split()
             if box.namespaces and first:
+                self.kernel_pid = int(first[0])
                 self.namespace = os.readlink(f"/proc/{first[0]}/ns/pid")
-        except OSError:
+        except (OSError, ValueError):
             pass
 
     def alive(self) -> bool:
@@ -807,7 +810,11 @@ class Kernel:
         it cannot make the grader lose a message it needs."""
         expressions = {"r": "__conserved_reply"} if reply else {}
         msg_id = self.client.execute(
-            code, store_history=False, allow_stdin=False, user_expressions=expressions
+            code,
+            store_history=False,
+            allow_stdin=False,
+            user_expressions=expressions,
+            stop_on_error=False,  # an error must not abort the requests that follow
         )
         deadline = time.monotonic() + timeout
         out = {"status": None, "error": None, "replies": []}
@@ -859,6 +866,10 @@ class Kernel:
                 return
 
     def interrupt(self) -> None:
+        try:
+            os.kill(self.kernel_pid, signal.SIGINT)
+        except OSError:
+            pass
         try:
             self.client.session.send(self.client.control_channel.socket, "interrupt_request", {})
         except Exception:  # noqa: BLE001
@@ -1284,7 +1295,7 @@ def _grade_into(
                             break
                         report.cell_errors.append(f"cell {index}: timed out after {cell_timeout} s")
                         kernel.interrupt()
-                        settle = kernel.execute("pass", 10)
+                        settle = kernel.execute("pass", 30)
                         if settle["status"] != "ok":
                             stop = (
                                 f"a cell ran past the cell time limit of {cell_timeout} s "
