@@ -299,6 +299,51 @@ def test_training_lowers_the_bound_and_keeps_oracle_fixed(caplog):
     assert razor.one_step_mse(result.model, data, jr.key(4), dt=0.2, substeps=2) > 0
 
 
+def test_point_estimate_is_deterministic_maximum_likelihood(caplog):
+    x, y = _data()
+    net = razor.VariationalMLP(2, width=8, posterior_scale=0.5, key=jr.key(0))
+    quads = razor.Quadratics.random(jr.key(1), 2, 2, scale=0.3)
+    ml = razor.RazorHNN(net, quads, num_samples=4, point_estimate=True)
+    elbo = razor.RazorHNN(net, quads, num_samples=4)
+    # its weights are the posterior means whatever the key
+    for k in (jr.key(2), jr.key(3)):
+        for (w, c), (m, b) in zip(ml.weights(k), net.mean_weights(), strict=True):
+            np.testing.assert_array_equal(w, m)
+            np.testing.assert_array_equal(c, b)
+    assert not np.allclose(elbo.weights(jr.key(2))[0][0], net.mean_weights()[0][0])
+    # the objective is the plain Gaussian NLL of the mean network (no KL, whatever kl_weight)
+    kwargs = dict(num_data=100, dt=0.2, substeps=2, mc_samples=1)
+    value = razor.negative_elbo(ml, (x, y), jr.key(4), **kwargs)
+    _, kg = jr.split(jr.split(jr.key(4), 1)[0])
+    pred = ml.predict(net.mean_weights(), ml.elements(kg), x, 0.2, 2)
+    nll = 0.5 * 2 * math.log(2 * math.pi * 1e-3) + 0.5 * jnp.sum((pred - y) ** 2, 1) / 1e-3
+    np.testing.assert_allclose(float(value), float(jnp.mean(nll)), rtol=1e-5)
+    # training moves the means and the quadratics, never the covariance factors, and shares
+    # the compiled step with the variational model of the same shape
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        fits = {
+            name: razor.train(
+                model, (x, y), steps=30, key=jr.key(5), dt=0.2, substeps=1, progress=False
+            )
+            for name, model in (("elbo", elbo), ("ml", ml))
+        }
+    compiles = [r for r in caplog.records if "Compiling jit(_run_chunk)" in r.getMessage()]
+    assert len(compiles) == 1
+    trained = fits["ml"].model
+    assert fits["ml"].losses[-5:].mean() < fits["ml"].losses[:5].mean()
+    for before, after in zip(net.layers, trained.network.layers, strict=True):
+        np.testing.assert_array_equal(after.row_raw, before.row_raw)
+        np.testing.assert_array_equal(after.col_raw, before.col_raw)
+        assert not np.allclose(after.mean, before.mean)
+    assert not np.allclose(trained.quadratics.weight, quads.weight)
+    # a point mass has no bound: evaluate reports its fit and NaN for KL/N and -ELBO
+    row = razor.evaluate(trained, (x, y), {}, jr.key(6), dt=0.2, substeps=2, samples=3)
+    assert math.isnan(row["KL/N"]) and math.isnan(row["-ELBO"])
+    assert np.isfinite(row["NLL"]) and row["train MSE"] > 0
+    with pytest.raises(ValueError, match="point_estimate"):
+        razor.RazorHNN(net, point_estimate=jnp.array([True, False]))
+
+
 def test_padded_oracle_generates_the_same_group(x64):
     true = _oscillator_quadratics(2)
     padded = razor.Quadratics.from_functions(

@@ -17,6 +17,8 @@ The pieces, from the bottom up:
 - `RazorHNN`: the symmetrised Hamiltonian Ĥ(x) = (1/S) Σ_s F_θ(Φ^{τ_s}(x)) (one set of S
   transforms per prediction, shared by the whole batch and by every Euler sub-step), its vector
   field J ∇Ĥ, and the one-step prediction by Euler sub-steps (Diffrax's `Euler`).
+  `point_estimate=True` makes it the deterministic maximum-likelihood counterpart: the weights
+  are the posterior means, never sampled, and the objective is the likelihood alone.
 - `negative_elbo`: the per-data-point negative ELBO with a fixed observation variance σ²,
   -(1/N)·ELBO = E_q[(1/n) Σ_i -log N(y_i | ŷ_i, σ² I)] + KL(q || p)/N.
 - `train`: the quadratics and the posterior trained jointly on that bound (or on the likelihood
@@ -435,10 +437,16 @@ class RazorHNN(eqx.Module):
     - `network`: the variational MLP F_θ.
     - `quadratics`: the conserved quantities that generate the group (`None`: a vanilla HNN).
     - `num_samples`: S, the number of group elements per prediction; `measure`: "ball"/"cube".
+    - `point_estimate`: true makes a deterministic network: `weights` returns the posterior means
+      (the covariance factors get no gradient and stay put), and `negative_elbo` drops the KL
+      term, so training is plain maximum likelihood (a point mass has no finite KL to the
+      prior, so such a model has no bound). An array rather than a static flag, so that the
+      point-estimate and the variational model of one shape share one compiled training step.
     """
 
     network: VariationalMLP
     quadratics: Quadratics | None
+    point_estimate: Bool[Array, ""]
     num_samples: int = eqx.field(static=True)
     measure: str = eqx.field(static=True)
 
@@ -449,6 +457,7 @@ class RazorHNN(eqx.Module):
         *,
         num_samples: int = 16,
         measure: Measure = "ball",
+        point_estimate: bool | ArrayLike = False,
     ):
         if quadratics is not None and quadratics.dim != network.layers[0].mean.shape[1]:
             raise ValueError(
@@ -461,10 +470,23 @@ class RazorHNN(eqx.Module):
         self.quadratics = quadratics
         self.num_samples = _positive_int("num_samples", num_samples)
         self.measure = measure
+        self.point_estimate = jnp.asarray(point_estimate, dtype=bool)
+        if self.point_estimate.shape != ():
+            raise ValueError(
+                f"point_estimate must be a single bool, got shape {self.point_estimate.shape}"
+            )
 
     @property
     def dim(self) -> int:
         return self.network.layers[0].mean.shape[1]
+
+    def weights(self, key: PRNGKeyArray) -> Weights:
+        """One network drawn from q, or the posterior means for a point estimate."""
+        drawn = self.network.sample_weights(key)
+        means = self.network.mean_weights()
+        return jax.tree_util.tree_map(
+            lambda m, w: jnp.where(self.point_estimate, m, w), means, drawn
+        )
 
     def elements(self, key: PRNGKeyArray) -> Float[Array, "S M+1 M+1"] | None:
         """S group elements drawn from the measure (`None` for a vanilla HNN)."""
@@ -599,11 +621,14 @@ def negative_elbo(
 
         (1/mc) Σ_m (1/n) Σ_i -log N(y_i | ŷ_i^(m), σ² I) + kl_weight · KL(q || p) / num_data.
 
-    `kl_weight=0` leaves the expected negative log-likelihood alone (maximum likelihood)."""
+    `kl_weight=0` leaves the expected negative log-likelihood alone. For a point-estimate model
+    (`RazorHNN(..., point_estimate=True)`) every draw is the mean network and the KL term is
+    dropped: the objective is the plain negative log-likelihood (maximum likelihood)."""
     x, y = _check_batch(batch, model.dim)
     predictions = _draw_predictions(model, x, key, dt, substeps, mc_samples)
     nll = jnp.mean(_gaussian_nll(predictions, y, noise_variance))
-    return nll + kl_weight * model.network.kl() / num_data
+    kl = jnp.where(model.point_estimate, 0.0, kl_weight * model.network.kl() / num_data)
+    return nll + kl
 
 
 def _draw_predictions(model: RazorHNN, x, key, dt, substeps, samples):
@@ -612,7 +637,7 @@ def _draw_predictions(model: RazorHNN, x, key, dt, substeps, samples):
 
     def one(k):
         kw, kg = jr.split(k)
-        return model.predict(model.network.sample_weights(kw), model.elements(kg), x, dt, substeps)
+        return model.predict(model.weights(kw), model.elements(kg), x, dt, substeps)
 
     return jax.vmap(one)(jr.split(key, samples))
 
@@ -675,7 +700,9 @@ def evaluate(
 ) -> dict:
     """The paper's table columns for one model, from one batch of `samples` posterior draws:
     the one-step MSE of the posterior predictive mean on the training data and on each test
-    set, and the per-point NLL, KL/N and −ELBO on the training data."""
+    set, and the per-point NLL, KL/N and −ELBO on the training data. For a point-estimate
+    model the MSE and NLL are those of its one network, and KL/N and −ELBO are NaN (a point
+    mass has no bound)."""
     sets = {"train": _check_batch(train_data, model.dim)}
     for name, data in test_sets.items():
         sets[name] = _check_batch(data, model.dim)
@@ -683,7 +710,8 @@ def evaluate(
     columns = _evaluate(model, sets, key, dt, substeps, noise_variance, samples)
     # (a dict comes back from jit with sorted keys: restore the table's column order)
     row = {f"{name} MSE": float(columns[f"{name} MSE"]) for name in sets}
-    row.update(NLL=float(columns["NLL"]), **{"KL/N": float(columns["KL/N"])})
+    kl = math.nan if bool(model.point_estimate) else float(columns["KL/N"])
+    row.update(NLL=float(columns["NLL"]), **{"KL/N": kl})
     row["-ELBO"] = row["NLL"] + row["KL/N"]
     return row
 

@@ -263,8 +263,9 @@ def n_body_quadratic_invariants(
     - the centre-of-mass angular momentum q_COM ∧ P (rotations about the centre of mass);
     - the products P_d P_e, d ≤ e (momentum-dependent translations).
 
-    In 2-D that is 2 + 1 + 1 + 3 = 7 (in 3-D, 15): the quadratics whose flows are the group that
-    contains SE(dim) and has the same orbits.
+    In 2-D that is 2 + 1 + 1 + 3 = 7 (in 3-D, 15): the quadratics whose flows generate a group
+    that contains SE(dim) and is larger, with larger orbits (for two bodies in 2-D the seven
+    flows span 4 directions at a generic state, SE(2)'s three span 3).
     """
     n, dim, masses = _check_bodies(n, dim, masses)
     half = n * dim
