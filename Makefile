@@ -1,7 +1,7 @@
 # Conserved: the two commands of the README.
 #   make book   set up .venv if needed, then build _build/html with every notebook executed (full mode)
 #   make test   set up .venv if needed, then run the test suite (library, notebooks in quick mode, book build)
-# Other targets: make check-html, make browser, make lint, make quick-book, make clean.
+# Other targets: make check-html, make browser, make lint, make quick-book, make bench, make clean.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -16,7 +16,7 @@ unexport MPLBACKEND
 HTML_DIR   ?= _build/html
 QUICK_HTML := _build/quick/_build/html
 
-.PHONY: book quick-book test lint clean setup browser check-html
+.PHONY: book quick-book test lint clean setup browser check-html bench
 
 setup: $(STAMP)
 
@@ -72,3 +72,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis
+
+# Timings, outside the tests: each chapter's quick-mode time against its budget, then the
+# library's per-step timings. Never fails on a slow machine (only on a chapter that fails).
+bench: $(STAMP)
+	$(BIN)/python tools/bench.py

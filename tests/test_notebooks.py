@@ -2,8 +2,9 @@
 
 Each chapter is executed top to bottom by the autograder (`conserved.assignments.grade`): a
 fresh kernel, CONSERVED_MODE=quick, the chapter's own checks. The instructor version must run
-without a single failing cell and score full marks within the quick-mode budget; its student
-edition must contain no solution text and score zero.
+without a single failing cell and score full marks; its student edition must contain no
+solution text and score zero. Time budgets are not tested (a busy machine must not fail a
+correct book): `make bench` (tools/bench.py) reports each chapter's time against its budget.
 """
 
 import re
@@ -14,8 +15,6 @@ import yaml
 
 from conftest import ROOT
 from conserved import assignments
-
-QUICK_BUDGET_S = 60  # each chapter must run in well under a minute on 2 cores in quick mode
 
 
 def toc_chapters() -> list[str]:
@@ -48,9 +47,6 @@ def test_chapter_runs_in_quick_mode_and_scores_full_marks(chapter):
     print(f"{chapter}: {report.seconds:.1f} s in quick mode, {report.total:g}/{report.maximum:g}")
     assert not report.cell_errors, "\n".join(report.cell_errors)
     assert report.total == report.maximum > 0, report.table()
-    assert report.seconds < QUICK_BUDGET_S * 1.5, (
-        f"{chapter} took {report.seconds:.0f} s in quick mode"
-    )
 
 
 def _meaningful(line: str) -> bool:
