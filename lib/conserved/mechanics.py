@@ -29,6 +29,9 @@ from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
 from .symmetry import symplectic_matrix
 
 __all__ = [
+    "Hamiltonian",
+    "HamiltonianVectorField",
+    "SYMPLECTIC_SOLVERS",
     "Separable",
     "StormerVerlet",
     "hamiltonian_vector_field",

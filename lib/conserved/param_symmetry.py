@@ -40,6 +40,29 @@ from .mechanics import solve_ode
 # ------------------------------------------------------------------------------------------
 
 
+__all__ = [
+    "right_divide",
+    "act_on_hidden",
+    "permutation_matrix",
+    "permute_mlp",
+    "softmax_shift",
+    "layer_norm",
+    "attention",
+    "act_on_attention",
+    "neuron_balance",
+    "linear_imbalance",
+    "gradient_flow",
+    "optimiser_path",
+    "teleport_linear",
+    "weight_matching",
+    "interpolate",
+    "interpolation_losses",
+    "barrier",
+    "booth",
+    "booth_rotate",
+]
+
+
 def _check_hidden(mlp: eqx.nn.MLP, layer: int) -> int:
     if not isinstance(mlp, eqx.nn.MLP):
         raise ValueError(f"mlp must be an equinox.nn.MLP, got {type(mlp).__name__}")

@@ -32,6 +32,22 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .mechanics import solve_ode
 
+__all__ = [
+    "periodic_grid",
+    "cell_centres",
+    "spectral_derivative",
+    "trapezoid",
+    "advection_rhs",
+    "burgers_rhs",
+    "kdv_rhs",
+    "heat_neumann_rhs",
+    "allen_cahn_rhs",
+    "solve",
+    "advection_exact",
+    "solve_batch",
+    "random_cosine_fields",
+]
+
 
 def periodic_grid(n: int, length: float, start: float = 0.0) -> tuple[Float[Array, " n"], float]:
     """n equally spaced points on [start, start + length), and the spacing dx."""

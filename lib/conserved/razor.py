@@ -45,6 +45,9 @@ from . import mechanics, systems, training
 from .symmetry import expm, symplectic_matrix
 
 __all__ = [
+    "ElboTerms",
+    "Measure",
+    "Weights",
     "Quadratics",
     "quadratic_coefficients",
     "generators",

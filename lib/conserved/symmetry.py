@@ -31,6 +31,44 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Scalar
 # --------------------------------------------------------------------------------------------
 
 
+__all__ = [
+    "so_basis",
+    "translation_basis",
+    "se_basis",
+    "symplectic_matrix",
+    "u_basis",
+    "expm",
+    "combine",
+    "exp_map",
+    "bracket",
+    "bracket_closure_error",
+    "orthogonality_error",
+    "symplectic_error",
+    "apply_linear",
+    "apply_affine",
+    "apply_rigid_to_phase_space",
+    "unitary_real_form",
+    "random_rotation",
+    "random_unitary",
+    "random_rigid_motion",
+    "planar_rotation",
+    "GroupAction",
+    "rotations",
+    "rigid_motions",
+    "unitary",
+    "cyclic_rotations",
+    "permutations_of_points",
+    "equivariance_error",
+    "invariance_error",
+    "symmetrise",
+    "augment",
+    "Symmetrised",
+    "planar_invariants",
+    "STRATEGIES",
+    "fit_with_symmetry",
+]
+
+
 def _dimension(name: str, n, minimum: int) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {n!r}")
