@@ -269,6 +269,8 @@ def weight_matching(
     (Git Re-Basin weight matching): coordinate ascent over layers, each a linear assignment
     problem that maximises Σ ⟨W_a, P W_b⟩ over the weights touching that layer.
     Apply the result with `permute_mlp(mlp_b, perms)`."""
+    if isinstance(max_sweeps, bool) or not isinstance(max_sweeps, int) or max_sweeps < 1:
+        raise ValueError(f"max_sweeps must be a positive int, got {max_sweeps!r}")
     if [lay.weight.shape for lay in mlp_a.layers] != [lay.weight.shape for lay in mlp_b.layers]:
         raise ValueError("the two networks must have the same layer shapes")
     wa = [np.asarray(lay.weight) for lay in mlp_a.layers]

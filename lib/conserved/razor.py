@@ -569,6 +569,11 @@ def _fixed_step_dataset(field, x0, dt, steps, substeps, key, noise_variance):
     return _noisy_transitions(trajs, key, noise_variance)
 
 
+def _check_noise_variance(noise_variance) -> None:
+    if not noise_variance > 0:
+        raise ValueError(f"noise_variance must be > 0, got {noise_variance!r}")
+
+
 def _gaussian_nll(prediction: Array, target: Array, variance: float) -> Array:
     """-log N(target | prediction, σ² I) per row."""
     d = target.shape[-1]
@@ -604,6 +609,7 @@ def negative_elbo(
 
     `kl_weight=0` leaves the expected negative log-likelihood alone (maximum likelihood)."""
     x, y = _check_batch(batch, model.dim)
+    _check_noise_variance(noise_variance)
     predictions = _draw_predictions(model, x, key, dt, substeps, mc_samples)
     nll = jnp.mean(_gaussian_nll(predictions, y, noise_variance))
     return nll + kl_weight * model.network.kl() / num_data
@@ -679,6 +685,9 @@ def evaluate(
     """The paper's table columns for one model, from one batch of `samples` posterior draws:
     the one-step MSE of the posterior predictive mean on the training data and on each test
     set, and the per-point NLL, KL/N and −ELBO on the training data."""
+    _check_noise_variance(noise_variance)
+    if "train" in test_sets:
+        raise ValueError("test_sets must not be named 'train' (that is the training data's column)")
     sets = {"train": _check_batch(train_data, model.dim)}
     for name, data in test_sets.items():
         sets[name] = _check_batch(data, model.dim)
@@ -784,6 +793,7 @@ def train(
     A second call with the same settings and a model of the same shape reuses the compiled step."""
     x, _ = _check_batch(data, model.dim)
     steps = _positive_int("steps", steps)
+    _check_noise_variance(noise_variance)
     if not kl_weight >= 0:
         raise ValueError(f"kl_weight must be >= 0, got {kl_weight!r}")
     objective = _Objective(

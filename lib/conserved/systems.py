@@ -412,6 +412,8 @@ def derivative_dataset(
 ) -> tuple[Float[Array, "N 2n"], Float[Array, "N 2n"]]:
     """States along `num` random trajectories, flattened to `(num·T, 2n)`, with their exact time
     derivatives J ∇H(x) as targets (noise, if any, is added to the states only)."""
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0 (a standard deviation), got {noise!r}")
     traj_key, noise_key = jr.split(key)
     states = trajectories(system, traj_key, num, ts).reshape(-1, 2 * system.dof)
     derivatives = jax.vmap(mechanics.hamiltonian_vector_field(system.hamiltonian))(states)
