@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import float64
-from conserved import hnn, pde, pinn, symmetry
+from conserved import hnn, param_symmetry, pde, pinn, symmetry
 
 
 def _radial_data(key, n=128):
@@ -133,3 +133,27 @@ def test_rollout_many_matches_the_exact_rotation():
         q0, p0 = x0[:, :1], x0[:, 1:]
         exact = jnp.stack([q0 * c + p0 * s, -q0 * s + p0 * c], axis=-1)
         np.testing.assert_allclose(states, exact, atol=1e-6)
+
+
+def test_right_divide_inverts_the_right_factor():
+    with float64():
+        w = jr.normal(jr.key(0), (3, 4))
+        g = jr.normal(jr.key(1), (4, 4)) + 4 * jnp.eye(4)
+        x = param_symmetry.right_divide(w, g)
+        np.testing.assert_allclose(x @ g, w, atol=1e-12)
+        np.testing.assert_allclose(x, w @ np.linalg.inv(np.asarray(g)), atol=1e-12)
+
+
+def test_equivariance_error_compiles_once_for_new_samples_of_one_shape(caplog):
+    action = symmetry.rotations(2)
+
+    def centroid(points):
+        return jnp.mean(points, axis=0)
+
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        for seed in (1, 2):
+            points = jr.normal(jr.key(seed), (6, 5, 2))
+            error = symmetry.equivariance_error(centroid, action, points, jr.key(0))
+            assert float(error) < 1e-5
+    compiles = [r for r in caplog.records if "Compiling jit(_equivariance_gap)" in r.getMessage()]
+    assert len(compiles) == 1

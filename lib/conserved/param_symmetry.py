@@ -26,7 +26,6 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
@@ -73,9 +72,8 @@ def _check_hidden(mlp: eqx.nn.MLP, layer: int) -> int:
 
 
 def right_divide(w: Float[Array, "m n"], g: Float[Array, "n n"]) -> Float[Array, "m n"]:
-    """W g⁻¹, by solving X g = W row by row with lineax (LU)."""
-    operator = lx.MatrixLinearOperator(jnp.asarray(g).T)
-    return jax.vmap(lambda row: lx.linear_solve(operator, row).value)(jnp.asarray(w))
+    """W g⁻¹, by solving X g = W (gᵀ Xᵀ = Wᵀ, one LU factorisation for all rows)."""
+    return jnp.linalg.solve(jnp.asarray(g).T, jnp.asarray(w).T).T
 
 
 def act_on_hidden(mlp: eqx.nn.MLP, layer: int, g: Float[ArrayLike, "h h"]) -> eqx.nn.MLP:

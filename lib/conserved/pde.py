@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -201,7 +202,12 @@ def solve_batch(
     if u0s.ndim != 2:
         raise ValueError(f"u0s must have shape (count, n), got {u0s.shape}")
     ts = jnp.asarray(ts)
-    return jax.jit(jax.vmap(lambda u0: solve(rhs, u0, ts, **kwargs)))(u0s)
+    return _solve_batch(rhs, u0s, ts, tuple(sorted(kwargs.items())))
+
+
+@eqx.filter_jit  # module level: the same rhs, shapes and options compile once
+def _solve_batch(rhs, u0s, ts, options):
+    return jax.vmap(lambda u0: solve(rhs, u0, ts, **dict(options)))(u0s)
 
 
 def random_cosine_fields(

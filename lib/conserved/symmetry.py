@@ -439,15 +439,15 @@ def equivariance_error(
     """
     samples = _check_samples(samples)
     out_apply = action.apply if output_apply is None else output_apply
+    return _equivariance_gap(f, action, out_apply, samples, key)
 
-    @jax.jit  # one compiled program instead of many small eager operations
-    def measure(samples, key):
-        gs = action.sample_many(key, samples.shape[0])
-        moved = jax.vmap(lambda g, x: f(action.apply(g, x)))(gs, samples)
-        expected = jax.vmap(lambda g, x: out_apply(g, f(x)))(gs, samples)
-        return jnp.mean(_relative_gap(moved, expected))
 
-    return measure(samples, key)
+@eqx.filter_jit  # module level: a second call with the same f, action and shapes reuses it
+def _equivariance_gap(f, action, out_apply, samples, key):
+    gs = action.sample_many(key, samples.shape[0])
+    moved = jax.vmap(lambda g, x: f(action.apply(g, x)))(gs, samples)
+    expected = jax.vmap(lambda g, x: out_apply(g, f(x)))(gs, samples)
+    return jnp.mean(_relative_gap(moved, expected))
 
 
 def invariance_error(
