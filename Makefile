@@ -1,8 +1,8 @@
 # Conserved: the two commands of the README.
 #   make book   set up .venv if needed, then build _build/html with every notebook executed (full mode)
 #   make test   set up .venv if needed, then run the test suite (library, notebooks in quick mode, book build)
-# Other targets: make check-html, make browser, make lint, make quick-book, make clean, and the
-# editions: make notebooks, make pdf, make lab (see the README).
+# Other targets: make check-html, make browser, make lint, make quick-book, make bench,
+# make clean, and the editions: make notebooks, make pdf, make lab (see the README).
 #
 # Settings (make VAR=value):
 #   MODE=full|quick        the run mode of make book, make pdf, make notebooks (default full)
@@ -38,7 +38,7 @@ EDITION_ENV = $(if $(FRESH),CONSERVED_FRESH=1) \
 LAB_STAMP := $(VENV)/.lab-installed
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: book quick-book test lint clean setup browser check-html notebooks pdf lab
+.PHONY: book quick-book test lint clean setup browser check-html notebooks pdf lab bench
 
 setup: $(STAMP)
 
@@ -62,9 +62,12 @@ quick-book: $(STAMP)
 
 # The browser tests (tests/test_check_html.py) need Chromium: installed here when it can be
 # (as root); elsewhere they skip and say why (under CI=true they fail instead).
+# Tests run in TEST_WORKERS processes (pytest-xdist); the book build (one module) and each
+# chapter's two tests (one class) stay on one worker (loadscope), so nothing executes twice.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	@$(MAKE) --no-print-directory browser || echo "make test: no Chromium, the browser tests will skip"
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 # Headless Chromium for the browser check: Debian's package, installed by apt-get when missing
 # (Playwright drives this system browser; it never downloads one of its own).
@@ -121,3 +124,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis
+
+# Timings, outside the tests: each chapter's quick-mode time against its budget, then the
+# library's per-step timings. Never fails on a slow machine (only on a chapter that fails).
+bench: $(STAMP)
+	$(BIN)/python tools/bench.py

@@ -44,7 +44,26 @@ def test_environment_yml_installs_the_same_pins():
     assert _pins(requirements) == expected
     assert "-e ." in pip_sections[0], "environment.yml must install the conserved package itself"
     python = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
-    assert python and python[0].split("=")[-1] >= "3.11"
+    assert python, "environment.yml must pin python"
+    assert _version(python[0].split("=")[-1]) >= (3, 11), python[0]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """'3.11' -> (3, 11): versions compare as numbers ('3.9' < '3.11'), never as strings."""
+    return tuple(int(part) for part in re.findall(r"\d+", text))
+
+
+def test_versions_compare_as_numbers():
+    assert _version("3.9") < _version("3.11") <= _version("3.11") < _version("3.12.1")
+    assert "3.9" >= "3.11"  # the string comparison this replaces gets it wrong
+
+
+def test_requires_python_matches_environment_yml():
+    required = _pyproject()["project"]["requires-python"]
+    assert required.startswith(">="), required
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    python = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
+    assert _version(python[0].split("=")[-1]) >= _version(required[2:])
 
 
 def test_lock_file_agrees_with_pyproject():

@@ -262,15 +262,27 @@ def test_negative_elbo_is_gaussian_nll_plus_kl_over_n(x64):
     model = razor.RazorHNN(net)
     value = razor.negative_elbo(model, (x, y), jr.key(1), num_data=100, dt=0.2, substeps=4)
     pred = model.predict(net.mean_weights(), None, x, 0.2, 4)
-    nll = 0.5 * 2 * math.log(2 * math.pi * 1e-3) + 0.5 * jnp.sum((pred - y) ** 2, 1) / 1e-3
-    expected = float(jnp.mean(nll)) + float(net.kl()) / 100
+    # Euler prediction = explicit Euler of (∂F/∂p, -∂F/∂q) by hand, F's gradient by autodiff
+    grad = jax.grad(lambda z: net.forward(net.mean_weights(), z))
+    hand = []
+    for z in np.asarray(x):
+        for _ in range(4):
+            g = np.asarray(grad(jnp.asarray(z)))
+            z = z + 0.05 * np.array([g[1], -g[0]])
+        hand.append(z)
+    hand = np.array(hand)
+    np.testing.assert_allclose(pred, hand, rtol=1e-10)
+    # the likelihood term by a second method: scipy's Gaussian log-density around the hand
+    # prediction; the KL term is checked against Monte Carlo in test_kl_matches_monte_carlo
+    density = [scipy.stats.multivariate_normal(m, 1e-3 * np.eye(2)) for m in hand]
+    nll = -np.mean([d.logpdf(t) for d, t in zip(density, np.asarray(y), strict=True)])
+    expected = nll + float(net.kl()) / 100
     assert abs(float(value) - expected) < 1e-6 * abs(expected)
-    # Euler prediction = explicit Euler of J∇F by hand
-    f = mechanics.hamiltonian_vector_field(lambda z: net.forward(net.mean_weights(), z))
-    z = x[0]
-    for _ in range(4):
-        z = z + 0.05 * f(z)
-    np.testing.assert_allclose(pred[0], z, rtol=1e-10)
+    # evaluate's columns on the same (deterministic) model, against the hand predictions
+    terms = razor.elbo_terms(model, (x, y), jr.key(2), dt=0.2, substeps=4)
+    assert terms.nll == pytest.approx(nll, rel=1e-6)
+    mse = razor.one_step_mse(model, (x, y), jr.key(2), dt=0.2, substeps=4)
+    assert mse == pytest.approx(float(np.mean((hand - np.asarray(y)) ** 2)), rel=1e-6)
 
 
 def test_training_lowers_the_bound_and_keeps_oracle_fixed(caplog):
@@ -294,9 +306,10 @@ def test_training_lowers_the_bound_and_keeps_oracle_fixed(caplog):
     # the oracle and the learned model have one shape: their training step compiles once
     compiles = [r for r in caplog.records if "Compiling jit(_run_chunk)" in r.getMessage()]
     assert len(compiles) == 2  # vanilla, then the one shared by the oracle and the learned model
-    terms = razor.elbo_terms(result.model, data, jr.key(3), dt=0.2, substeps=2)
-    assert abs(terms.negative_elbo - terms.nll - terms.kl) < 1e-5 * abs(terms.negative_elbo)
-    assert razor.one_step_mse(result.model, data, jr.key(4), dt=0.2, substeps=2) > 0
+    # training lowered the posterior predictive's one-step error, measured on its own
+    before = razor.one_step_mse(model, data, jr.key(4), dt=0.2, substeps=1)
+    after = razor.one_step_mse(result.model, data, jr.key(4), dt=0.2, substeps=1)
+    assert after < before
 
 
 def test_point_estimate_is_deterministic_maximum_likelihood(caplog):

@@ -1,7 +1,8 @@
 """Conserved: the library behind the book *Conserved: symmetry and conservation laws in machine
 learning*. One module per idea; the chapters import them.
+Importing it changes no global JAX setting (see `config.enable_compilation_cache`).
 
-- `config`: quick / full / paper modes, seeds, float64 switch.
+- `config`: quick / full / paper modes, seeds, float64 switch, the compilation cache.
 - `training`: the one jitted optax training loop.
 - `diagnostics`: drift of conserved quantities, relative errors, summary tables.
 - `plotting`: the book's figure style and recurring plots.
@@ -9,7 +10,8 @@ learning*. One module per idea; the chapters import them.
 - `mechanics`, `systems`, `hnn`: Hamiltonian mechanics, reference systems, HNNs.
 - `razor`: Noether's Razor, learned quadratic conserved quantities and the variational bound.
 - `param_symmetry`: symmetries of network parameters and their conserved quantities.
-- `projection`, `pde`: exact integral projections; method-of-lines PDE solvers.
+- `projection`, `pde`, `pinn`: exact integral projections; method-of-lines PDE solvers;
+  physics-informed networks with projected outputs.
 - `operators`, `ecf`: neural operators (FNO, U-Net); exterior-embedded conservation around them.
 - `assignments`: student editions and autograding (imported on demand).
 """
@@ -22,7 +24,10 @@ from . import (
     mechanics,
     operators,
     param_symmetry,
+    pde,
+    pinn,
     plotting,
+    projection,
     razor,
     symmetry,
     systems,
@@ -38,6 +43,7 @@ __all__ = [
     "operators",
     "param_symmetry",
     "pde",
+    "pinn",
     "plotting",
     "projection",
     "razor",

@@ -13,9 +13,11 @@ A chapter reads its sizes once, in its parameter cell::
     from conserved import config
     sizes = config.choose(quick=dict(steps=200), full=dict(steps=2_000), paper=dict(steps=50_000))
 
-Compiled XLA programs are kept on disk between runs (JAX's persistent compilation cache), so a
-notebook run a second time skips most of its compilation: in ``$CONSERVED_JAX_CACHE`` if set
+Compiled XLA programs can be kept on disk between runs (JAX's persistent compilation cache), so
+a notebook run a second time skips most of its compilation: each chapter's parameter cell calls
+``config.enable_compilation_cache()``, which stores them in ``$CONSERVED_JAX_CACHE`` if set
 (``off`` disables it), else in ``$XDG_CACHE_HOME/conserved/jax`` (``~/.cache/conserved/jax``).
+Importing `conserved` changes no global JAX setting.
 """
 
 from __future__ import annotations
@@ -114,13 +116,32 @@ def compilation_cache_dir() -> str | None:
     return os.path.join(base, "conserved", "jax")
 
 
-def _enable_compilation_cache() -> None:
+def enable_compilation_cache() -> str | None:
+    """Switch on JAX's persistent compilation cache in `compilation_cache_dir()` (a chapter's
+    parameter cell calls it; importing the library does not). Leaves a cache directory the user
+    configured in JAX alone. Returns the directory in use (`None`: caching is off)."""
     path = compilation_cache_dir()
-    if path is None or jax.config.jax_compilation_cache_dir:
-        return  # off, or the user configured JAX's cache already
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir  # the user configured JAX's cache already
+    if path is None:
+        return None
     jax.config.update("jax_compilation_cache_dir", path)
     # only programs that took a while to compile are worth a disk entry
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return path
 
 
-_enable_compilation_cache()
+_enable_compilation_cache = enable_compilation_cache  # the name before 0.1.x; kept for callers
+
+__all__ = [
+    "DEFAULT_SEED",
+    "MODES",
+    "choose",
+    "compilation_cache_dir",
+    "enable_compilation_cache",
+    "enable_x64",
+    "is_quick",
+    "key",
+    "mode",
+    "x64_enabled",
+]

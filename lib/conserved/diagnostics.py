@@ -17,6 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
+__all__ = [
+    "along",
+    "drift",
+    "growth_exponent",
+    "relative_error",
+    "summary_table",
+]
+
 
 def along(
     quantity: Callable[[Float[Array, " M"]], Scalar], trajectory: Float[ArrayLike, "*batch T M"]

@@ -46,6 +46,21 @@ from . import diagnostics, training
 from .operators import rollout
 from .projection import fix_mean, linear_integral
 
+__all__ = [
+    "zero_mode",
+    "encode",
+    "decode",
+    "swap_zero_mode",
+    "ConservingOperator",
+    "attach",
+    "one_step_loss",
+    "train",
+    "train_together",
+    "mse_identity",
+    "one_step_pairs",
+    "evaluate",
+]
+
 
 def zero_mode(u: Float[ArrayLike, "... n"]) -> Float[Array, "..."]:
     """The zero Fourier coefficient of u over its last axis, normalised: (F u)_0 / n = mean(u)."""
@@ -172,6 +187,15 @@ def one_step_loss(
     return loss
 
 
+class _OneStepLoss(eqx.Module):
+    # a Module, not a closure: equal settings compare equal, so a second `train` with them
+    # reuses the compiled training step
+    mass_penalty: float = eqx.field(static=True)
+
+    def __call__(self, m, batch, _key):
+        return one_step_loss(m, *batch, mass_penalty=self.mass_penalty)
+
+
 def train(
     model: eqx.Module,
     inputs: Float[ArrayLike, "pairs *c n"],
@@ -192,14 +216,13 @@ def train(
     inputs, targets = _check_pairs(inputs, targets)
     if not mass_penalty >= 0:
         raise ValueError(f"mass_penalty must be >= 0, got {mass_penalty!r}")
-
-    def loss(m, batch, _key):
-        return one_step_loss(m, *batch, mass_penalty=mass_penalty)
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
 
     return training.fit(
-        loss,
+        _OneStepLoss(float(mass_penalty)),
         model,
-        optax.adam(optax.cosine_decay_schedule(learning_rate, steps)),
+        training.adam_cosine(float(learning_rate), steps),
         steps=steps,
         key=key,
         data=(inputs, targets),

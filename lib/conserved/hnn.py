@@ -20,6 +20,17 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar
 
 from . import mechanics, training
 
+__all__ = [
+    "HNN",
+    "NeuralODE",
+    "vector_field_loss",
+    "fit_vector_field",
+    "rollout",
+    "rollout_many",
+    "divergence",
+    "init_pair",
+]
+
 
 def _check_dof(dof) -> int:
     if isinstance(dof, bool) or not isinstance(dof, int) or dof < 1:

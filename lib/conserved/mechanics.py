@@ -29,6 +29,9 @@ from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
 from .symmetry import symplectic_matrix
 
 __all__ = [
+    "Hamiltonian",
+    "HamiltonianVectorField",
+    "SYMPLECTIC_SOLVERS",
     "Separable",
     "StormerVerlet",
     "hamiltonian_vector_field",
@@ -105,6 +108,8 @@ def poisson_bracket(F: Hamiltonian, G: Hamiltonian) -> Callable[[Array], Scalar]
 
     def bracket(x):
         x = _check_state(x)
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            raise ValueError(f"x must be a floating-point state, got dtype {x.dtype}")
         return jnp.dot(grad_f(x), _apply_j(grad_g(x)))
 
     return bracket

@@ -40,6 +40,20 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+__all__ = [
+    "BOUNDARIES",
+    "as_channels",
+    "Conv",
+    "SpectralConv1d",
+    "FNO1d",
+    "UNet1d",
+    "Residual",
+    "rollout",
+    "parameter_count",
+    "forward_flops",
+]
+
+
 BOUNDARIES = ("periodic", "even")
 
 

@@ -28,7 +28,6 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
@@ -42,6 +41,29 @@ from .mechanics import solve_ode
 # ------------------------------------------------------------------------------------------
 
 
+__all__ = [
+    "right_divide",
+    "act_on_hidden",
+    "permutation_matrix",
+    "permute_mlp",
+    "softmax_shift",
+    "layer_norm",
+    "attention",
+    "act_on_attention",
+    "neuron_balance",
+    "linear_imbalance",
+    "gradient_flow",
+    "optimiser_path",
+    "teleport_linear",
+    "weight_matching",
+    "interpolate",
+    "interpolation_losses",
+    "barrier",
+    "booth",
+    "booth_rotate",
+]
+
+
 def _check_hidden(mlp: eqx.nn.MLP, layer: int) -> int:
     if not isinstance(mlp, eqx.nn.MLP):
         raise ValueError(f"mlp must be an equinox.nn.MLP, got {type(mlp).__name__}")
@@ -52,9 +74,8 @@ def _check_hidden(mlp: eqx.nn.MLP, layer: int) -> int:
 
 
 def right_divide(w: Float[Array, "m n"], g: Float[Array, "n n"]) -> Float[Array, "m n"]:
-    """W g⁻¹, by solving X g = W row by row with lineax (LU)."""
-    operator = lx.MatrixLinearOperator(jnp.asarray(g).T)
-    return jax.vmap(lambda row: lx.linear_solve(operator, row).value)(jnp.asarray(w))
+    """W g⁻¹, by solving X g = W (gᵀ Xᵀ = Wᵀ, one LU factorisation for all rows)."""
+    return jnp.linalg.solve(jnp.asarray(g).T, jnp.asarray(w).T).T
 
 
 def act_on_hidden(mlp: eqx.nn.MLP, layer: int, g: Float[ArrayLike, "h h"]) -> eqx.nn.MLP:
@@ -248,6 +269,8 @@ def weight_matching(
     (Git Re-Basin weight matching): coordinate ascent over layers, each a linear assignment
     problem that maximises Σ ⟨W_a, P W_b⟩ over the weights touching that layer.
     Apply the result with `permute_mlp(mlp_b, perms)`."""
+    if isinstance(max_sweeps, bool) or not isinstance(max_sweeps, int) or max_sweeps < 1:
+        raise ValueError(f"max_sweeps must be a positive int, got {max_sweeps!r}")
     if [lay.weight.shape for lay in mlp_a.layers] != [lay.weight.shape for lay in mlp_b.layers]:
         raise ValueError("the two networks must have the same layer shapes")
     wa = [np.asarray(lay.weight) for lay in mlp_a.layers]

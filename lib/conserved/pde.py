@@ -25,12 +25,30 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import jax.scipy.integrate
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .mechanics import solve_ode
+
+__all__ = [
+    "periodic_grid",
+    "cell_centres",
+    "spectral_derivative",
+    "trapezoid",
+    "advection_rhs",
+    "burgers_rhs",
+    "kdv_rhs",
+    "heat_neumann_rhs",
+    "allen_cahn_rhs",
+    "solve",
+    "advection_exact",
+    "solve_batch",
+    "random_cosine_fields",
+]
 
 
 def periodic_grid(n: int, length: float, start: float = 0.0) -> tuple[Float[Array, " n"], float]:
@@ -49,11 +67,27 @@ def cell_centres(n: int, length: float, start: float = 0.0) -> tuple[Float[Array
     return x + dx / 2, dx
 
 
+def _positive(name: str, value) -> float:
+    """A finite, positive number, or a ValueError naming the argument (a traced value passes
+    through: it cannot be checked without a concrete value)."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return number
+
+
 def spectral_derivative(
     u: Float[Array, "... n"], length: float, order: int = 1
 ) -> Float[Array, "... n"]:
     """d^order u / dx^order of a periodic field, by FFT (the Nyquist mode is dropped for odd
     orders)."""
+    length = _positive("length", length)
+    u = jnp.asarray(u)
     n = u.shape[-1]
     k = 2 * jnp.pi * jnp.fft.rfftfreq(n, d=length / n)
     if order % 2 and n % 2 == 0:
@@ -67,7 +101,7 @@ def trapezoid(u: Float[ArrayLike, "... n"], dx: float) -> Float[Array, "..."]:
     u = jnp.asarray(u)
     if u.shape[-1] < 2:
         raise ValueError(f"u needs at least 2 points on its last axis, got shape {u.shape}")
-    return dx * (jnp.sum(u, axis=-1) - 0.5 * (u[..., 0] + u[..., -1]))
+    return jax.scipy.integrate.trapezoid(u, dx=_positive("dx", dx), axis=-1)
 
 
 def _neumann_laplacian(u: Float[Array, " n"], dx: float) -> Float[Array, " n"]:
@@ -79,6 +113,7 @@ def _neumann_laplacian(u: Float[Array, " n"], dx: float) -> Float[Array, " n"]:
 
 def advection_rhs(beta: float, length: float) -> Callable[[Array], Array]:
     """u_t = -β u_x on a periodic domain of the given length."""
+    length = _positive("length", length)
     return lambda u: -beta * spectral_derivative(u, length)
 
 
@@ -86,6 +121,7 @@ def burgers_rhs(nu: float, length: float) -> Callable[[Array], Array]:
     """u_t = -(u²/2)_x + ν u_xx, periodic (conservative form, so the discrete mass is kept)."""
     if not nu > 0:
         raise ValueError(f"nu must be positive, got {nu!r}")
+    length = _positive("length", length)
     return lambda u: (
         -spectral_derivative(0.5 * u**2, length) + nu * spectral_derivative(u, length, 2)
     )
@@ -93,6 +129,7 @@ def burgers_rhs(nu: float, length: float) -> Callable[[Array], Array]:
 
 def kdv_rhs(delta: float, length: float) -> Callable[[Array], Array]:
     """u_t = -(u²/2)_x - δ² u_xxx, periodic."""
+    length = _positive("length", length)
     return lambda u: (
         -spectral_derivative(0.5 * u**2, length) - delta**2 * spectral_derivative(u, length, 3)
     )
@@ -102,12 +139,14 @@ def heat_neumann_rhs(kappa: float, dx: float) -> Callable[[Array], Array]:
     """u_t = κ u_xx on cells with insulated (zero-flux) ends."""
     if not kappa > 0:
         raise ValueError(f"kappa must be positive, got {kappa!r}")
+    dx = _positive("dx", dx)
     return lambda u: kappa * _neumann_laplacian(u, dx)
 
 
 def allen_cahn_rhs(epsilon: float, dx: float) -> Callable[[Array], Array]:
     """Mass-conserving Allen–Cahn, u_t = ε² u_xx + g(u) - mean(g(u)), g(u) = u - u³, on cells
     with insulated ends: the Lagrange multiplier mean(g) keeps dx Σ u fixed."""
+    epsilon, dx = _positive("epsilon", epsilon), _positive("dx", dx)
 
     def rhs(u):
         g = u - u**3
@@ -163,7 +202,12 @@ def solve_batch(
     if u0s.ndim != 2:
         raise ValueError(f"u0s must have shape (count, n), got {u0s.shape}")
     ts = jnp.asarray(ts)
-    return jax.jit(jax.vmap(lambda u0: solve(rhs, u0, ts, **kwargs)))(u0s)
+    return _solve_batch(rhs, u0s, ts, tuple(sorted(kwargs.items())))
+
+
+@eqx.filter_jit  # module level: the same rhs, shapes and options compile once
+def _solve_batch(rhs, u0s, ts, options):
+    return jax.vmap(lambda u0: solve(rhs, u0, ts, **dict(options)))(u0s)
 
 
 def random_cosine_fields(

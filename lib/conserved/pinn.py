@@ -32,6 +32,24 @@ from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
 from . import projection
 
+__all__ = [
+    "MODES",
+    "PINN",
+    "Constraints",
+    "Fields",
+    "fields",
+    "predict",
+    "advection_residual",
+    "burgers_residual",
+    "kdv_residual",
+    "heat_residual",
+    "allen_cahn_residual",
+    "pinn_loss",
+    "train_adam_lbfgs",
+    "integral_errors",
+]
+
+
 MODES = ("none", "linear", "quadratic", "joint")
 
 

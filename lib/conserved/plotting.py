@@ -15,6 +15,18 @@ import numpy as np
 from jaxtyping import ArrayLike, Float
 
 #: Colour-blind-safe palette (Okabe & Ito), in the order the book assigns to compared methods.
+__all__ = [
+    "PALETTE",
+    "BOOK_WIDTH",
+    "STYLE",
+    "use_style",
+    "figure",
+    "drift_curves",
+    "loss_curves",
+    "phase_portrait",
+]
+
+
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 
 BOOK_WIDTH = 7.0  # inches: the width of the text column in the rendered book

@@ -27,6 +27,16 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+__all__ = [
+    "EPS",
+    "linear_integral",
+    "quadratic_integral",
+    "fix_mean",
+    "project",
+    "affine_coefficients",
+]
+
+
 EPS = 1e-12
 
 

@@ -47,6 +47,9 @@ from . import mechanics, systems, training
 from .symmetry import expm, symplectic_matrix
 
 __all__ = [
+    "ElboTerms",
+    "Measure",
+    "Weights",
     "Quadratics",
     "quadratic_coefficients",
     "generators",
@@ -588,6 +591,11 @@ def _fixed_step_dataset(field, x0, dt, steps, substeps, key, noise_variance):
     return _noisy_transitions(trajs, key, noise_variance)
 
 
+def _check_noise_variance(noise_variance) -> None:
+    if not noise_variance > 0:
+        raise ValueError(f"noise_variance must be > 0, got {noise_variance!r}")
+
+
 def _gaussian_nll(prediction: Array, target: Array, variance: float) -> Array:
     """-log N(target | prediction, σ² I) per row."""
     d = target.shape[-1]
@@ -625,6 +633,7 @@ def negative_elbo(
     (`RazorHNN(..., point_estimate=True)`) every draw is the mean network and the KL term is
     dropped: the objective is the plain negative log-likelihood (maximum likelihood)."""
     x, y = _check_batch(batch, model.dim)
+    _check_noise_variance(noise_variance)
     predictions = _draw_predictions(model, x, key, dt, substeps, mc_samples)
     nll = jnp.mean(_gaussian_nll(predictions, y, noise_variance))
     kl = jnp.where(model.point_estimate, 0.0, kl_weight * model.network.kl() / num_data)
@@ -703,6 +712,9 @@ def evaluate(
     set, and the per-point NLL, KL/N and −ELBO on the training data. For a point-estimate
     model the MSE and NLL are those of its one network, and KL/N and −ELBO are NaN (a point
     mass has no bound)."""
+    _check_noise_variance(noise_variance)
+    if "train" in test_sets:
+        raise ValueError("test_sets must not be named 'train' (that is the training data's column)")
     sets = {"train": _check_batch(train_data, model.dim)}
     for name, data in test_sets.items():
         sets[name] = _check_batch(data, model.dim)
@@ -809,6 +821,7 @@ def train(
     A second call with the same settings and a model of the same shape reuses the compiled step."""
     x, _ = _check_batch(data, model.dim)
     steps = _positive_int("steps", steps)
+    _check_noise_variance(noise_variance)
     if not kl_weight >= 0:
         raise ValueError(f"kl_weight must be >= 0, got {kl_weight!r}")
     objective = _Objective(

@@ -31,6 +31,44 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Scalar
 # --------------------------------------------------------------------------------------------
 
 
+__all__ = [
+    "so_basis",
+    "translation_basis",
+    "se_basis",
+    "symplectic_matrix",
+    "u_basis",
+    "expm",
+    "combine",
+    "exp_map",
+    "bracket",
+    "bracket_closure_error",
+    "orthogonality_error",
+    "symplectic_error",
+    "apply_linear",
+    "apply_affine",
+    "apply_rigid_to_phase_space",
+    "unitary_real_form",
+    "random_rotation",
+    "random_unitary",
+    "random_rigid_motion",
+    "planar_rotation",
+    "GroupAction",
+    "rotations",
+    "rigid_motions",
+    "unitary",
+    "cyclic_rotations",
+    "permutations_of_points",
+    "equivariance_error",
+    "invariance_error",
+    "symmetrise",
+    "augment",
+    "Symmetrised",
+    "planar_invariants",
+    "STRATEGIES",
+    "fit_with_symmetry",
+]
+
+
 def _dimension(name: str, n, minimum: int) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {n!r}")
@@ -401,15 +439,15 @@ def equivariance_error(
     """
     samples = _check_samples(samples)
     out_apply = action.apply if output_apply is None else output_apply
+    return _equivariance_gap(f, action, out_apply, samples, key)
 
-    @jax.jit  # one compiled program instead of many small eager operations
-    def measure(samples, key):
-        gs = action.sample_many(key, samples.shape[0])
-        moved = jax.vmap(lambda g, x: f(action.apply(g, x)))(gs, samples)
-        expected = jax.vmap(lambda g, x: out_apply(g, f(x)))(gs, samples)
-        return jnp.mean(_relative_gap(moved, expected))
 
-    return measure(samples, key)
+@eqx.filter_jit  # module level: a second call with the same f, action and shapes reuses it
+def _equivariance_gap(f, action, out_apply, samples, key):
+    gs = action.sample_many(key, samples.shape[0])
+    moved = jax.vmap(lambda g, x: f(action.apply(g, x)))(gs, samples)
+    expected = jax.vmap(lambda g, x: out_apply(g, f(x)))(gs, samples)
+    return jnp.mean(_relative_gap(moved, expected))
 
 
 def invariance_error(

@@ -32,6 +32,20 @@ from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 from . import mechanics
 from .symmetry import u_basis
 
+__all__ = [
+    "System",
+    "oscillator_conserved_matrices",
+    "harmonic_oscillators",
+    "pendulum",
+    "kepler",
+    "n_body",
+    "n_body_quadratic_invariants",
+    "scattered_n_body_states",
+    "integrate_many",
+    "trajectories",
+    "derivative_dataset",
+]
+
 
 class System(eqx.Module):
     """A Hamiltonian system with known conserved quantities.
@@ -39,14 +53,16 @@ class System(eqx.Module):
     - `name`: a short label.
     - `hamiltonian`: H(x) for x = (q, p) of shape `(2·dof,)`, a `mechanics.Separable`.
     - `dof`: degrees of freedom n.
-    - `conserved`: name -> scalar function of x, each with {C, H} = 0 (energy included).
+    - `conserved`: name -> scalar function of x, each with {C, H} = 0 (energy included); a
+      pytree field (not static: a dict is not hashable), so a `System` passes through
+      `eqx.filter_jit` as an argument.
     - `sample`: `sample(key, num) -> (num, 2·dof)` initial states.
     """
 
     name: str = eqx.field(static=True)
     hamiltonian: mechanics.Separable
     dof: int = eqx.field(static=True)
-    conserved: dict[str, Callable[[Array], Scalar]] = eqx.field(static=True)
+    conserved: dict[str, Callable[[Array], Scalar]]
     sample: Callable[[PRNGKeyArray, int], Array] = eqx.field(static=True)
 
     def conserved_values(self, x: Float[Array, "... 2n"]) -> dict[str, Array]:
@@ -397,6 +413,8 @@ def derivative_dataset(
 ) -> tuple[Float[Array, "N 2n"], Float[Array, "N 2n"]]:
     """States along `num` random trajectories, flattened to `(num·T, 2n)`, with their exact time
     derivatives J ∇H(x) as targets (noise, if any, is added to the states only)."""
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0 (a standard deviation), got {noise!r}")
     traj_key, noise_key = jr.split(key)
     states = trajectories(system, traj_key, num, ts).reshape(-1, 2 * system.dof)
     derivatives = jax.vmap(mechanics.hamiltonian_vector_field(system.hamiltonian))(states)

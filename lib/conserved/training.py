@@ -8,6 +8,7 @@ A non-finite loss stops training with `TrainingDiverged`, which carries the last
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -20,6 +21,17 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree, Scalar
 from tqdm import tqdm
+
+__all__ = [
+    "LossFn",
+    "TrainResult",
+    "TrainingDiverged",
+    "adam_cosine",
+    "fit",
+    "fit_adam",
+    "mse",
+]
+
 
 LossFn = Callable[[PyTree, PyTree, PRNGKeyArray], Scalar]
 
@@ -262,6 +274,14 @@ def fit(
     )
 
 
+@functools.lru_cache(maxsize=64)
+def adam_cosine(learning_rate: float, steps: int) -> optax.GradientTransformation:
+    """Adam with a cosine-decayed learning rate, one object per (learning_rate, steps): a second
+    training run with the same settings reuses the compiled step (`fit` keys it on the
+    optimiser object)."""
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
+
+
 def fit_adam(
     loss_fn: LossFn,
     model: PyTree,
@@ -277,10 +297,12 @@ def fit_adam(
     """`fit` with Adam, a cosine-decayed learning rate and minibatches of at most `batch_size`:
     the recipe most of the book's small models use."""
     size = _dataset_size(data)
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     return fit(
         loss_fn,
         model,
-        optax.adam(optax.cosine_decay_schedule(learning_rate, steps)),
+        adam_cosine(float(learning_rate), _positive_int("steps", steps)),
         steps=steps,
         key=key,
         data=data,

@@ -1,0 +1,146 @@
+"""The public API: every module's `__all__`, import side effects, compile reuse, hashability."""
+
+import importlib
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+
+import conserved
+from conftest import ROOT
+from conserved import ecf, operators, systems, training
+
+MODULES = [name for name in conserved.__all__]
+
+
+def test_every_name_in_conserved_all_is_an_imported_module():
+    for name in conserved.__all__:
+        module = getattr(conserved, name)  # AttributeError if __init__ does not import it
+        assert inspect.ismodule(module), name
+    files = {p.stem for p in (ROOT / "lib" / "conserved").glob("*.py")}
+    # every module but the on-demand `assignments` (and the package itself) is listed
+    assert set(conserved.__all__) == files - {"__init__", "assignments"}
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_all_is_complete_and_importable(name):
+    module = importlib.import_module(f"conserved.{name}")
+    assert hasattr(module, "__all__"), f"conserved.{name} has no __all__"
+    assert len(set(module.__all__)) == len(module.__all__), "duplicates"
+    namespace = {}
+    exec(f"from conserved.{name} import *", namespace)  # every listed name imports
+    for item in module.__all__:
+        assert item in namespace, item
+    for item, obj in vars(module).items():
+        defined_here = getattr(obj, "__module__", None) == module.__name__
+        if item.startswith("_") or not defined_here:
+            continue
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            assert item in module.__all__, f"conserved.{name}.{item} is public but not in __all__"
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_returned_types_are_exported(name):
+    module = importlib.import_module(f"conserved.{name}")
+    for item in module.__all__:
+        obj = getattr(module, item)
+        if not inspect.isfunction(obj):
+            continue
+        returned = inspect.signature(obj).return_annotation
+        for word in re.findall(r"[A-Za-z_][\w.]*", str(returned)):
+            owner, _, cls_name = word.rpartition(".")
+            home = getattr(conserved, owner, None) if owner else module
+            cls = getattr(home, cls_name, None) if home is not None else None
+            if inspect.isclass(cls) and cls.__module__.startswith("conserved."):
+                exporter = sys.modules[cls.__module__]
+                assert cls.__name__ in exporter.__all__, f"{item} returns {word}, not exported"
+
+
+def test_import_changes_no_global_jax_setting(tmp_path):
+    probe = (
+        "import json, jax\n"
+        "names = ['jax_compilation_cache_dir', 'jax_enable_x64',"
+        " 'jax_persistent_cache_min_compile_time_secs']\n"
+        "before = {n: getattr(jax.config, n) for n in names}\n"
+        "import conserved\n"
+        "after = {n: getattr(jax.config, n) for n in names}\n"
+        "from conserved import config\n"
+        "used = config.enable_compilation_cache()\n"
+        "print(json.dumps([before, after, used, jax.config.jax_compilation_cache_dir]))\n"
+    )
+    env = dict(os.environ, CONSERVED_JAX_CACHE=str(tmp_path / "cache"))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    before, after, used, now = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before == after
+    assert used == now == str(tmp_path / "cache")
+
+
+def test_a_system_passes_through_filter_jit():
+    system = systems.harmonic_oscillators(2)
+    hash(jax.tree_util.tree_structure(system))  # static fields must be hashable
+
+    @eqx.filter_jit
+    def energies(s, x):
+        return s.conserved_values(x)
+
+    x = jr.normal(jr.key(0), (5, 4))
+    values = energies(system, x)
+    assert set(values) == set(system.conserved)
+    for name, fn in system.conserved.items():
+        assert jnp.allclose(values[name], jax.vmap(fn)(x))
+
+
+def _compiles(caplog) -> int:
+    return len([r for r in caplog.records if "Compiling jit(_run_chunk)" in r.getMessage()])
+
+
+def test_fit_adam_second_call_with_new_data_does_not_compile(caplog):
+    def loss(model, batch, _key):
+        return training.mse(jax.vmap(model)(batch[0]), batch[1])
+
+    model = eqx.nn.MLP(2, 1, 8, 1, key=jr.key(0))
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        for seed in (1, 2):
+            x = jr.normal(jr.key(seed), (32, 2))
+            training.fit_adam(
+                loss, model, steps=5, key=jr.key(3), data=(x, x[:, :1]), progress=False
+            )
+    assert _compiles(caplog) == 1
+
+
+def test_ecf_train_second_call_with_new_data_does_not_compile(caplog):
+    backbone = operators.FNO1d(1, 1, width=4, modes=2, layers=1, key=jr.key(0))
+    model = ecf.attach(backbone, dx=1.0 / 16)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        for seed in (1, 2):
+            u = jr.normal(jr.key(seed), (8, 1, 16))
+            ecf.train(model, u, u, steps=4, key=jr.key(3), batch_size=4, progress=False)
+    assert _compiles(caplog) == 1
+
+
+@pytest.mark.parametrize("rate", [-1e-3, 0.0])
+def test_learning_rate_must_be_positive(rate):
+    x = jnp.ones((4, 2))
+    model = eqx.nn.Linear(2, 2, key=jr.key(0))
+    with pytest.raises(ValueError, match="learning_rate"):
+        training.fit_adam(
+            lambda m, b, k: training.mse(jax.vmap(m)(b), b),
+            model,
+            steps=2,
+            key=jr.key(0),
+            data=x,
+            learning_rate=rate,
+        )
+    with pytest.raises(ValueError, match="learning_rate"):
+        ecf.train(model, x, x, steps=2, key=jr.key(0), learning_rate=rate)

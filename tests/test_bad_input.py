@@ -1,0 +1,90 @@
+"""Bad input gets a clear ValueError naming the argument, instead of a silent wrong answer or
+an obscure failure deep inside JAX."""
+
+import math
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+from conserved import mechanics, param_symmetry, pde, razor, systems
+
+
+@pytest.mark.parametrize("length", [0.0, -2.0, math.inf, math.nan])
+def test_periodic_operators_need_a_positive_length(length):
+    u = jnp.sin(jnp.linspace(0, 2 * jnp.pi, 16, endpoint=False))
+    with pytest.raises(ValueError, match="length"):
+        pde.spectral_derivative(u, length)
+    for make in (
+        lambda: pde.advection_rhs(1.0, length),
+        lambda: pde.kdv_rhs(0.1, length),
+        lambda: pde.burgers_rhs(0.1, length),
+    ):
+        with pytest.raises(ValueError, match="length"):
+            make()
+
+
+@pytest.mark.parametrize("dx", [0.0, -0.1])
+def test_grid_spacings_must_be_positive(dx):
+    with pytest.raises(ValueError, match="dx"):
+        pde.trapezoid(jnp.ones(5), dx)
+    with pytest.raises(ValueError, match="dx"):
+        pde.allen_cahn_rhs(0.1, dx)
+    with pytest.raises(ValueError, match="dx"):
+        pde.heat_neumann_rhs(0.1, dx)
+    with pytest.raises(ValueError, match="epsilon"):
+        pde.allen_cahn_rhs(-0.1, 0.1)
+
+
+def test_trapezoid_is_the_trapezoid_rule():
+    # ∫_0^1 x² dx on 5 points: the rule gives exactly 0.34375 (hand-derived: 11/32)
+    x = jnp.linspace(0.0, 1.0, 5)
+    assert float(pde.trapezoid(x**2, 0.25)) == pytest.approx(11 / 32)
+    np.testing.assert_allclose(pde.trapezoid(jnp.stack([x, 2 * x]), 0.25), [0.5, 1.0])
+
+
+def test_derivative_dataset_rejects_negative_noise():
+    with pytest.raises(ValueError, match="noise"):
+        systems.derivative_dataset(
+            systems.pendulum(), jr.key(0), 2, jnp.linspace(0, 1, 3), noise=-0.1
+        )
+
+
+def test_weight_matching_needs_a_sweep():
+    a = eqx.nn.MLP(2, 1, 4, 1, key=jr.key(0))
+    b = eqx.nn.MLP(2, 1, 4, 1, key=jr.key(1))
+    with pytest.raises(ValueError, match="max_sweeps"):
+        param_symmetry.weight_matching(a, b, max_sweeps=0)
+
+
+def test_poisson_bracket_rejects_integer_states():
+    bracket = mechanics.poisson_bracket(lambda x: x[0] * x[1], lambda x: x @ x)
+    with pytest.raises(ValueError, match="floating-point"):
+        bracket(jnp.array([1, 2]))
+    assert float(bracket(jnp.array([1.0, 2.0]))) == pytest.approx(4 * (2.0**2 - 1.0**2) / 2)
+
+
+def _razor_model_and_data():
+    sy = systems.harmonic_oscillators(1)
+    x, y = razor.transitions(systems.trajectories(sy, jr.key(0), 3, jnp.arange(4) * 0.2))
+    net = razor.VariationalMLP(2, width=4, key=jr.key(0))
+    return razor.RazorHNN(net), (x, y)
+
+
+def test_razor_evaluate_refuses_a_test_set_named_train():
+    model, data = _razor_model_and_data()
+    with pytest.raises(ValueError, match="train"):
+        razor.evaluate(model, data, {"train": data}, jr.key(0), dt=0.2, substeps=1)
+
+
+@pytest.mark.parametrize("variance", [0.0, -1e-3])
+def test_razor_noise_variance_must_be_positive(variance):
+    model, data = _razor_model_and_data()
+    with pytest.raises(ValueError, match="noise_variance"):
+        razor.negative_elbo(model, data, jr.key(0), num_data=9, dt=0.2, noise_variance=variance)
+    with pytest.raises(ValueError, match="noise_variance"):
+        razor.evaluate(model, data, {}, jr.key(0), dt=0.2, noise_variance=variance)
+    with pytest.raises(ValueError, match="noise_variance"):
+        razor.train(model, data, steps=1, key=jr.key(0), dt=0.2, noise_variance=variance)
