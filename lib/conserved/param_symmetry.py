@@ -43,6 +43,7 @@ from .mechanics import solve_ode
 
 __all__ = [
     "right_divide",
+    "booth_teleport",
     "act_on_hidden",
     "permutation_matrix",
     "permute_mlp",

@@ -37,6 +37,8 @@ __all__ = [
     "PINN",
     "Constraints",
     "Fields",
+    "coefficient_derivatives",
+    "train_together",
     "fields",
     "predict",
     "advection_residual",
