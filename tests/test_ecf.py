@@ -92,6 +92,47 @@ def test_rollout_keeps_the_total_over_100_steps():
     assert float(jnp.max(jnp.abs(bare_totals - bare_totals[0]))) > 1e3 * max(drift, EPS32)
 
 
+def _relative_total_drift(states, dx):
+    totals = dx * np.asarray(states, dtype=np.float64).sum(-1)  # measured in float64
+    return float(np.max(np.abs(totals - totals[0])) / abs(totals[0]))
+
+
+def test_float32_rollout_keeps_the_total_when_dx_is_not_representable():
+    # dx = 0.37 has no exact float32 form and n dx is not a power of two times it: a decoder that
+    # goes through the total (dx Σ u, then / (n dx)) rounds the same way at every step and
+    # drifts; the shift computed from the two means does not.
+    dx, n = 0.37, 100
+    via_total, via_means = [], []
+    for seed in range(4):
+        fno = operators.FNO1d(width=8, modes=6, layers=2, boundary="even", key=jr.key(seed))
+
+        def backbone(u, fno=fno):  # a bounded, near-identity step, like a trained operator's
+            return u + 0.05 * jnp.tanh(fno(u))
+
+        u0 = 0.3 * jr.normal(jr.key(10 + seed), (n,)) + 0.4 + 0.3 * seed
+        model = ecf.ConservingOperator(backbone, dx)
+        via_means.append(_relative_total_drift(operators.rollout(model, u0, 100), dx))
+
+        def through_total(u, backbone=backbone):
+            return ecf.decode(backbone(u), ecf.encode(u, dx), dx)
+
+        via_total.append(_relative_total_drift(operators.rollout(through_total, u0, 100), dx))
+    assert max(via_means) <= 2e-6, via_means
+    assert max(via_total) > 2 * max(via_means), (via_total, via_means)
+
+
+def test_correct_is_decode_of_encode():
+    k1, k2 = jr.split(jr.key(3))
+    prediction, state = jr.normal(k1, (4, 50)) + 1.0, jr.normal(k2, (4, 50)) - 0.3
+    np.testing.assert_allclose(
+        ecf.correct(prediction, state),
+        ecf.decode(prediction, ecf.encode(state, 0.37), 0.37),
+        atol=10 * EPS32,
+    )
+    with pytest.raises(ValueError, match="same shape"):
+        ecf.correct(jnp.ones(8), jnp.ones(9))
+
+
 def test_multichannel_conserves_the_chosen_channels_only():
     backbone = operators.FNO1d(2, 2, width=8, modes=6, layers=2, key=jr.key(0))
     model = ecf.attach(backbone, DX, channels=[0])
@@ -218,10 +259,21 @@ def test_training_together_equals_training_alone():
         ecf.train(other, inputs[::-1], targets[::-1], mass_penalty=5.0, **kw).model,
         ecf.train(ecf.ConservingOperator(plain, dx), inputs, targets, **kw).model,
     ]
-    assert losses.shape == (10,)
+    assert losses.shape == (10, 3)  # each member's own loss history, as if trained alone
+    np.testing.assert_allclose(
+        losses[:, 1],
+        ecf.train(other, inputs[::-1], targets[::-1], mass_penalty=5.0, **kw).losses,
+        rtol=1e-3,
+    )
     assert isinstance(members[2], ecf.ConservingOperator) and members[2].dx == dx
     assert not isinstance(members[0], ecf.ConservingOperator)
     for together, single in zip(members, alone, strict=True):
+        np.testing.assert_allclose(
+            jax.vmap(together)(inputs), jax.vmap(single)(inputs), rtol=1e-3, atol=1e-5
+        )
+    # parameter by parameter for the bare members; a conserving member's constant output bias
+    # has no effect on its output (the decoder removes it) and Adam moves it on round-off noise
+    for together, single in zip(members[:2], alone[:2], strict=True):
         for a, b in zip(
             jax.tree_util.tree_leaves(eqx.filter(together, eqx.is_array)),
             jax.tree_util.tree_leaves(eqx.filter(single, eqx.is_array)),
