@@ -52,6 +52,7 @@ from .projection import fix_mean, linear_integral
 
 __all__ = [
     "zero_mode",
+    "correct",
     "encode",
     "decode",
     "swap_zero_mode",
