@@ -519,8 +519,6 @@ def test_attack_forking_a_thousand_processes(chapter, tmp_path, sandboxed):
 
 def test_attack_printing_a_million_lines(chapter, tmp_path):
     attack = "for i in range(10**6):\n    print(i)\ny = 3\n"
-    start = time.perf_counter()
     report = assignments.grade(_hostile(chapter, tmp_path, attack), source=chapter, cell_timeout=90)
-    assert time.perf_counter() - start < 150
     assert len(json.dumps(report.to_json())) < 20000
     assert [e.score for e in report.exercises] == [0, 1, 1], report.table()
