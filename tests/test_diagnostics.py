@@ -92,3 +92,48 @@ def test_summary_table_layout():
         diagnostics.summary_table({})
     with pytest.raises(ValueError, match="row 'a'"):
         diagnostics.summary_table({"a": 1.0})
+
+
+@pytest.mark.parametrize(
+    "holds, numbers, expected",
+    [
+        ([True, True, True], {}, "reproduced"),
+        (True, {}, "reproduced"),
+        ([True, False, True], {}, "partly"),
+        ([False, False], {}, "not reproduced"),
+        (False, {}, "not reproduced"),
+        ([], {}, "not tested here"),
+        # within a factor 10 of the paper's number, either side
+        ([True], {"measured": 3e-4, "paper": 1e-3}, "reproduced"),
+        ([True], {"measured": 9e-3, "paper": 1e-3}, "reproduced"),
+        # the direction holds, the magnitude does not
+        ([True], {"measured": 2e-2, "paper": 1e-3}, "partly"),
+        ([True], {"measured": 5e-5, "paper": 1e-3}, "partly"),
+        ([True], {"measured": 5e-5, "paper": 1e-3, "factor": 100.0}, "reproduced"),
+        ([False], {"measured": 1e-3, "paper": 1e-3}, "not reproduced"),
+    ],
+)
+def test_verdict_cases(holds, numbers, expected):
+    assert diagnostics.verdict(holds, **numbers) == expected
+
+
+@given(st.lists(st.booleans(), max_size=8), st.randoms(use_true_random=False))
+def test_verdict_depends_on_the_set_of_outcomes_only(holds, rng):
+    shuffled = list(holds)
+    rng.shuffle(shuffled)
+    result = diagnostics.verdict(holds)
+    assert result == diagnostics.verdict(shuffled)
+    assert result in diagnostics.VERDICTS
+    # one failure more can never make a verdict "reproduced"
+    assert diagnostics.verdict([*holds, False]) != "reproduced"
+
+
+def test_verdict_rejects_bad_numbers():
+    with pytest.raises(ValueError, match="both"):
+        diagnostics.verdict([True], measured=1.0)
+    with pytest.raises(ValueError, match="positive"):
+        diagnostics.verdict([True], measured=-1.0, paper=1.0)
+    with pytest.raises(ValueError, match="positive"):
+        diagnostics.verdict([True], measured=float("nan"), paper=1.0)
+    with pytest.raises(ValueError, match="factor"):
+        diagnostics.verdict([True], measured=1.0, paper=1.0, factor=1.0)

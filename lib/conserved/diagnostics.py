@@ -6,6 +6,7 @@
   (exponent near 0) from one that grows (exponent near 1 or more).
 - `relative_error(prediction, target)`: ||prediction - target|| / ||target||.
 - `summary_table(rows)`: a Markdown table of named numbers, for the chapters' result tables.
+- `verdict(holds, measured=, paper=)`: the results page's verdict on one claim of a paper.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ __all__ = [
     "growth_exponent",
     "relative_error",
     "summary_table",
+    "verdict",
 ]
+
+#: The four verdicts of the results page, best first.
+VERDICTS = ("reproduced", "partly", "not reproduced", "not tested here")
 
 
 def along(
@@ -154,3 +159,45 @@ def summary_table(
             + " |"
         )
     return "\n".join(lines)
+
+
+def verdict(
+    holds: bool | Sequence[bool],
+    *,
+    measured: float | None = None,
+    paper: float | None = None,
+    factor: float = 10.0,
+) -> str:
+    """The verdict on one claim of a paper, computed from what a chapter measured.
+
+    `holds` has one entry per seed or setting measured: whether the claim held there in the
+    paper's direction (a gap opened, an error fell, a quantity stayed put). Where the paper's
+    text gives a number for the same quantity, pass it as `paper` and this book's as
+    `measured` (both positive); they agree when within `factor` of each other, i.e.
+    |log10(measured / paper)| <= log10(factor), the same order of magnitude by default.
+
+    - "not tested here": no entry in `holds`;
+    - "reproduced": the claim held on every entry, and the numbers (if given) agree;
+    - "not reproduced": the claim held on no entry;
+    - "partly": anything in between (some entries, or every entry but a number off by more
+      than `factor`).
+    """
+    holds = [bool(h) for h in ([holds] if isinstance(holds, (bool, np.bool_)) else holds)]
+    if (measured is None) != (paper is None):
+        raise ValueError("give both `measured` and `paper`, or neither")
+    if factor <= 1:
+        raise ValueError(f"factor must be > 1, got {factor}")
+    agree = True
+    if measured is not None:
+        if not (np.isfinite(measured) and np.isfinite(paper) and measured > 0 and paper > 0):
+            raise ValueError(
+                f"measured and paper must be finite and positive, got {measured} and {paper}"
+            )
+        agree = abs(np.log10(measured / paper)) <= np.log10(factor)
+    if not holds:
+        return VERDICTS[3]
+    if all(holds) and agree:
+        return VERDICTS[0]
+    if not any(holds):
+        return VERDICTS[2]
+    return VERDICTS[1]
