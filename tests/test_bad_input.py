@@ -88,3 +88,50 @@ def test_razor_noise_variance_must_be_positive(variance):
         razor.evaluate(model, data, {}, jr.key(0), dt=0.2, noise_variance=variance)
     with pytest.raises(ValueError, match="noise_variance"):
         razor.train(model, data, steps=1, key=jr.key(0), dt=0.2, noise_variance=variance)
+
+
+def test_projection_rejects_fields_it_cannot_rescale():
+    from conserved import projection
+
+    dx = 0.1
+    with pytest.raises(ValueError, match="zero"):
+        projection.project(jnp.zeros(8), dx, quadratic=1.0)
+    with pytest.raises(ValueError, match="constant"):
+        projection.project(jnp.full(8, 0.3), dx, linear=0.5, quadratic=1.0)
+    # a constant field that already has the requested integrals is its own projection
+    u = jnp.full(8, 0.25)
+    c1, c2 = float(dx * u.sum()), float(dx * (u**2).sum())
+    np.testing.assert_allclose(projection.project(u, dx, linear=c1, quadratic=c2), u)
+
+
+@pytest.mark.parametrize("which", ["linear", "quadratic"])
+def test_projection_targets_must_be_finite_and_fit_the_batch(which):
+    from conserved import projection
+
+    u = jnp.sin(jnp.linspace(0.0, 6.0, 16)).reshape(2, 8) + 1.0
+    with pytest.raises(ValueError, match=f"{which} must be finite"):
+        projection.project(u, 0.1, **{which: jnp.array([1.0, jnp.nan])})
+    with pytest.raises(ValueError, match=f"{which} must have the field's batch shape"):
+        projection.project(u, 0.1, **{which: jnp.ones(3)})
+    # one value per batch entry, or one for all, is accepted
+    for target in (jnp.array([1.0, 2.0]), 1.5):
+        out = projection.project(u, 0.1, **{which: target})
+        assert out.shape == u.shape
+
+
+def test_integrators_reject_a_nan_initial_state():
+    H = systems.harmonic_oscillators(1).hamiltonian
+    bad = jnp.array([jnp.nan, 1.0])
+    with pytest.raises(ValueError, match="x0 must be finite"):
+        mechanics.integrate(H, bad, jnp.linspace(0.0, 1.0, 5))
+    with pytest.raises(ValueError, match="x must be finite"):
+        mechanics.flow(H, bad, 0.3)
+
+
+def test_fit_vector_field_rejects_a_negative_learning_rate():
+    from conserved import hnn
+
+    model, _ = hnn.init_pair(1, jr.key(0), width=8)
+    states = jnp.ones((4, 2))
+    with pytest.raises(ValueError, match="learning_rate"):
+        hnn.fit_vector_field(model, states, states, steps=2, key=jr.key(1), learning_rate=-1e-3)

@@ -89,3 +89,33 @@ def test_primer_shows_its_executed_outputs(quick_book):
         "the glued test error is missing"
     )
     assert "mode: quick" in text
+
+
+@pytest.mark.book
+def test_results_page_lists_every_claim_with_a_computed_verdict(quick_book):
+    """book/results.md: at least 20 claims, each cited, each with one glued verdict; in the
+    built page every verdict cell holds one of the four verdicts (a glue key that did not
+    resolve would fail the `-W` build before this) and the page names the build's mode."""
+    from conserved.diagnostics import VERDICTS
+
+    source = (ROOT / "book" / "results.md").read_text()
+    rows = [
+        line
+        for line in source.splitlines()
+        if line.startswith("| ") and not line.startswith("| claim")
+    ]
+    assert len(rows) >= 20, len(rows)
+    for row in rows:
+        assert row.count("_verdict_") == 1, row
+        assert "{cite}" in row, row
+        assert "{glue:text}`/chapters/" in row.split("_verdict_")[0], row  # a glued number
+    page = (quick_book / "book" / "results.html").read_text()
+    verdicts = []
+    for body in re.findall(r"<tbody>(.*?)</tbody>", page, flags=re.S):
+        for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S):
+            cells = re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)
+            assert len(cells) == 6, tr
+            verdicts.append(re.sub(r"<[^>]+>", "", cells[4]).strip())
+    assert len(verdicts) == len(rows)
+    assert set(verdicts) <= set(VERDICTS), set(verdicts) - set(VERDICTS)
+    assert "quick\nmode" in re.sub(r"<[^>]+>", "", page) or "quick mode" in page

@@ -55,11 +55,11 @@ class HNN(eqx.Module):
         self.dof = _check_dof(dof)
         self.mlp = eqx.nn.MLP(2 * dof, "scalar", width, depth, activation=jax.nn.softplus, key=key)
 
-    def hamiltonian(self, x: Float[Array, " 2n"]) -> Scalar:
+    def hamiltonian(self, x: Float[Array, " dim"]) -> Scalar:
         """The learned energy H_θ(x)."""
         return self.mlp(_check_input(x, self.dof))
 
-    def __call__(self, x: Float[Array, " 2n"]) -> Float[Array, " 2n"]:
+    def __call__(self, x: Float[Array, " dim"]) -> Float[Array, " dim"]:
         return mechanics.hamiltonian_vector_field(self.hamiltonian)(_check_input(x, self.dof))
 
 
@@ -73,7 +73,7 @@ class NeuralODE(eqx.Module):
         self.dof = _check_dof(dof)
         self.mlp = eqx.nn.MLP(2 * dof, 2 * dof, width, depth, activation=jax.nn.softplus, key=key)
 
-    def __call__(self, x: Float[Array, " 2n"]) -> Float[Array, " 2n"]:
+    def __call__(self, x: Float[Array, " dim"]) -> Float[Array, " dim"]:
         return self.mlp(_check_input(x, self.dof))
 
 
@@ -85,8 +85,8 @@ def vector_field_loss(model, batch, key=None) -> Scalar:
 
 def fit_vector_field(
     model,
-    states: Float[ArrayLike, "N 2n"],
-    derivatives: Float[ArrayLike, "N 2n"],
+    states: Float[ArrayLike, "N dim"],
+    derivatives: Float[ArrayLike, "N dim"],
     *,
     steps: int,
     key: PRNGKeyArray,
@@ -115,8 +115,8 @@ def fit_vector_field(
 
 
 def rollout(
-    model, x0: Float[ArrayLike, " 2n"], ts: Float[ArrayLike, " T"], **kwargs
-) -> Float[Array, "T 2n"]:
+    model, x0: Float[ArrayLike, " dim"], ts: Float[ArrayLike, " T"], **kwargs
+) -> Float[Array, "T dim"]:
     """Integrate the model's vector field from x0 (adaptive Tsit5 by default; keyword arguments
     as in `mechanics.integrate_field`)."""
     return mechanics.integrate_field(model, x0, ts, **kwargs)
@@ -124,13 +124,13 @@ def rollout(
 
 @eqx.filter_jit
 def rollout_many(
-    model, x0: Float[Array, "num 2n"], ts: Float[Array, " T"]
-) -> Float[Array, "num T 2n"]:
+    model, x0: Float[Array, "num dim"], ts: Float[Array, " T"]
+) -> Float[Array, "num T dim"]:
     """`rollout` vmapped over initial states; compiled once per model type and shape."""
     return jax.vmap(lambda x: mechanics.integrate_field(model, x, ts))(x0)
 
 
-def divergence(field, x: Float[Array, " 2n"]) -> Scalar:
+def divergence(field, x: Float[Array, " dim"]) -> Scalar:
     """Divergence of a vector field at x, the trace of its Jacobian (0 for a Hamiltonian field)."""
     return jnp.trace(jax.jacfwd(field)(x))
 

@@ -235,7 +235,7 @@ class FNO1d(eqx.Module):
         return v[0] if bare and self.out_channels == 1 else v
 
 
-def _pad(v: Float[Array, "c n"], amount: int, boundary: str) -> Float[Array, "c n+2a"]:
+def _pad(v: Float[Array, "c n"], amount: int, boundary: str) -> Float[Array, "c padded"]:
     # "symmetric" repeats the edge cell: the ghost cells of a zero-flux (insulated) boundary
     mode = "wrap" if boundary == "periodic" else "symmetric"
     return jnp.pad(v, ((0, 0), (amount, amount)), mode=mode)

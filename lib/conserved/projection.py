@@ -72,6 +72,29 @@ def fix_mean(
     return u + shift
 
 
+def _check_target(name: str, target, batch: tuple[int, ...]) -> None:
+    """A target integral must broadcast to the field's batch shape and, when concrete, be
+    finite."""
+    if target is None:
+        return
+    target = jnp.asarray(target)
+    try:
+        shape = jnp.broadcast_shapes(target.shape, batch)
+    except ValueError:
+        shape = None
+    if shape != batch:
+        raise ValueError(
+            f"{name} must have the field's batch shape {batch} (or broadcast to it), "
+            f"got shape {target.shape}"
+        )
+    if _concrete(target) and not bool(jnp.all(jnp.isfinite(target))):
+        raise ValueError(f"{name} must be finite, got {target}")
+
+
+def _round_off(u: Array) -> float:
+    return float(jnp.finfo(u.dtype).eps) if jnp.issubdtype(u.dtype, jnp.floating) else 0.0
+
+
 def _concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
@@ -90,11 +113,16 @@ def project(
     (nearly) constant in x, and then the direction to rescale is undefined; the guard keeps the
     result and its gradient finite (the constraint then holds only up to eps).
 
-    Raises `ValueError` when neither constraint is given, for a negative quadratic value, and
-    when the quadratic value is below c1²/(n dx), the smallest that a field with integral c1 can
-    have (the constant field). Those checks run on concrete values (not inside `jit`).
+    Raises `ValueError` when neither constraint is given, for a target that is not finite or
+    does not broadcast to u's batch shape, for a negative quadratic value, when the quadratic
+    value is below c1²/(n dx), the smallest that a field with integral c1 can have (the constant
+    field), and when u is zero (quadratic alone) or constant (both) on the grid, so that no
+    rescaling of it can meet the quadratic target. The value checks run on concrete values (not
+    inside `jit`).
     """
     u = _check(u, dx)
+    for name, target in (("linear", linear), ("quadratic", quadratic)):
+        _check_target(name, target, u.shape[:-1])
     if linear is not None and quadratic is None:
         return fix_mean(u, linear, dx)
     _, scale = affine_coefficients(u, dx, linear=linear, quadratic=quadratic, eps=eps)
@@ -129,6 +157,8 @@ def affine_coefficients(
     mean = jnp.mean(u, axis=-1)
     if linear is None and quadratic is None:
         raise ValueError("give linear=, quadratic= or both")
+    for name, target in (("linear", linear), ("quadratic", quadratic)):
+        _check_target(name, target, u.shape[:-1])
     if quadratic is None:
         offset = jnp.asarray(linear) / (n * dx) - mean
         return offset, jnp.ones_like(offset)
@@ -136,14 +166,20 @@ def affine_coefficients(
     if _concrete(quadratic) and bool(jnp.any(quadratic < 0)):
         raise ValueError(f"quadratic must be >= 0 (it is dx Σ u²), got {quadratic}")
     if linear is None:
-        scale = jnp.sqrt(quadratic / (quadratic_integral(u, dx) + eps))
+        size = quadratic_integral(u, dx)
+        if _concrete(u) and _concrete(quadratic) and bool(jnp.any((size == 0) & (quadratic > 0))):
+            raise ValueError(
+                "u is zero on the grid, so no rescaling of it has the requested quadratic "
+                f"integral {quadratic}"
+            )
+        scale = jnp.sqrt(quadratic / (size + eps))
         return jnp.zeros_like(scale), scale
     linear = jnp.asarray(linear)
     floor = linear**2 / (n * dx)
     if (
         _concrete(quadratic)
         and _concrete(linear)
-        and bool(jnp.any(quadratic < floor * (1 - 1e-12)))
+        and bool(jnp.any(quadratic < floor * (1 - 16 * _round_off(u))))
     ):
         raise ValueError(
             "infeasible constraints: with dx Σ u = c1 on n points, dx Σ u² >= c1²/(n dx) "
@@ -151,5 +187,17 @@ def affine_coefficients(
         )
     spread = jnp.maximum(quadratic - floor, 0.0)
     fluctuation = quadratic_integral(u - mean[..., None], dx)
+    size = quadratic_integral(u, dx)
+    if (
+        _concrete(u)
+        and _concrete(quadratic)
+        and _concrete(linear)
+        # constant to round-off: the spread about the mean is below the field's size × ε
+        and bool(jnp.any((fluctuation <= _round_off(u) * size) & (spread > 0)))
+    ):
+        raise ValueError(
+            "u is constant on the grid, so no field of the form a + s u has the requested "
+            f"quadratic integral {quadratic} (above the constant field's {floor})"
+        )
     scale = jnp.sqrt(spread / (fluctuation + eps))
     return linear / (n * dx) - scale * mean, scale

@@ -102,7 +102,7 @@ def se_basis(n: int) -> Float[Array, "d n+1 n+1"]:
     return jnp.concatenate([rotations, translation_basis(n)])
 
 
-def symplectic_matrix(dof: int) -> Float[Array, "2*dof 2*dof"]:
+def symplectic_matrix(dof: int) -> Float[Array, "dim dim"]:
     """J = [[0, I], [-I, 0]] for `dof` degrees of freedom; Hamilton's equations read x' = J ∇H."""
     dof = _dimension("dof", dof, 1)
     eye = jnp.eye(dof)
@@ -207,7 +207,7 @@ def orthogonality_error(g: Float[ArrayLike, "*batch m m"]) -> Scalar:
     return jnp.max(jnp.abs(jnp.swapaxes(g, -1, -2) @ g - eye))
 
 
-def symplectic_error(g: Float[ArrayLike, "*batch 2n 2n"]) -> Scalar:
+def symplectic_error(g: Float[ArrayLike, "*batch dim dim"]) -> Scalar:
     """max |gᵀ J g - J|: zero for symplectic matrices."""
     g = jnp.asarray(g)
     if g.shape[-1] % 2 or g.shape[-1] != g.shape[-2]:
@@ -272,7 +272,7 @@ def apply_rigid_to_phase_space(
     return jnp.concatenate([q, p], axis=-3).reshape(state.shape)
 
 
-def unitary_real_form(u: ArrayLike) -> Float[Array, "*batch 2n 2n"]:
+def unitary_real_form(u: ArrayLike) -> Float[Array, "*batch dim dim"]:
     """Real 2n×2n form [[Re U, -Im U], [Im U, Re U]] of a complex n×n matrix U."""
     u = jnp.asarray(u)
     re, im = jnp.real(u), jnp.imag(u)
@@ -293,7 +293,7 @@ def random_rotation(key: PRNGKeyArray, n: int) -> Float[Array, "n n"]:
     return q.at[:, 0].multiply(flip)
 
 
-def random_unitary(key: PRNGKeyArray, n: int) -> Float[Array, "2n 2n"]:
+def random_unitary(key: PRNGKeyArray, n: int) -> Float[Array, "dim dim"]:
     """A Haar-uniform element of U(n), returned in its real 2n×2n form (acting on (q, p))."""
     n = _dimension("n", n, 1)
     re_key, im_key = jr.split(key)
@@ -526,7 +526,7 @@ class Symmetrised(eqx.Module):
         return symmetrise(self.model, self.action, num_samples=self.num_samples, key=key)(x)
 
 
-def planar_invariants(points: Float[ArrayLike, "N 2"]) -> Float[Array, " 3*N*(N+1)/2-N"]:
+def planar_invariants(points: Float[ArrayLike, "N 2"]) -> Float[Array, " F"]:
     """A complete set of SO(2)-invariant features of N points in the plane: the squared norms
     |x_i|², the dot products x_i·x_j and the cross products x_i × x_j for i < j.
 

@@ -65,7 +65,7 @@ class System(eqx.Module):
     conserved: dict[str, Callable[[Array], Scalar]]
     sample: Callable[[PRNGKeyArray, int], Array] = eqx.field(static=True)
 
-    def conserved_values(self, x: Float[Array, "... 2n"]) -> dict[str, Array]:
+    def conserved_values(self, x: Float[Array, "... dim"]) -> dict[str, Array]:
         """Every known conserved quantity evaluated on states `(..., 2n)`."""
         x = jnp.asarray(x)
         flat = x.reshape(-1, x.shape[-1])
@@ -89,7 +89,7 @@ def _positive(name: str, value) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def oscillator_conserved_matrices(n: int) -> Float[Array, "n*n 2n 2n"]:
+def oscillator_conserved_matrices(n: int) -> Float[Array, "n*n dim dim"]:
     """Symmetric matrices A_k with C_k(x) = ½ xᵀ A_k x conserved by H = ½|x|².
 
     A_k = -J M_k for the u(n) generators M_k (`symmetry.u_basis`): the Hamiltonian vector field
@@ -376,8 +376,8 @@ def _sample_pair(key, num, dim, masses, gravity):
 
 @eqx.filter_jit
 def integrate_many(
-    hamiltonian, x0: Float[Array, "num 2n"], ts: Float[Array, " T"], *, rtol=1e-8, atol=1e-10
-) -> Float[Array, "num T 2n"]:
+    hamiltonian, x0: Float[Array, "num dim"], ts: Float[Array, " T"], *, rtol=1e-8, atol=1e-10
+) -> Float[Array, "num T dim"]:
     """`mechanics.integrate` vmapped over initial states (adaptive Tsit5), compiled once per
     Hamiltonian and shape."""
     return jax.vmap(lambda x: mechanics.integrate(hamiltonian, x, ts, rtol=rtol, atol=atol))(x0)
@@ -392,7 +392,7 @@ def trajectories(
     noise: float = 0.0,
     rtol: float = 1e-8,
     atol: float = 1e-10,
-) -> Float[Array, "num T 2n"]:
+) -> Float[Array, "num T dim"]:
     """`num` trajectories from random initial states, saved at `ts` (adaptive Tsit5, vmapped).
 
     `noise > 0` adds independent N(0, noise²) noise to every saved state (not to the dynamics).
@@ -410,7 +410,7 @@ def trajectories(
 
 def derivative_dataset(
     system: System, key: PRNGKeyArray, num: int, ts: Float[Array, " T"], *, noise: float = 0.0
-) -> tuple[Float[Array, "N 2n"], Float[Array, "N 2n"]]:
+) -> tuple[Float[Array, "N dim"], Float[Array, "N dim"]]:
     """States along `num` random trajectories, flattened to `(num·T, 2n)`, with their exact time
     derivatives J ∇H(x) as targets (noise, if any, is added to the states only)."""
     if not noise >= 0:
