@@ -135,3 +135,24 @@ def test_fit_vector_field_rejects_a_negative_learning_rate():
     states = jnp.ones((4, 2))
     with pytest.raises(ValueError, match="learning_rate"):
         hnn.fit_vector_field(model, states, states, steps=2, key=jr.key(1), learning_rate=-1e-3)
+
+
+def test_argument_checks_hold_under_jit():
+    """A check on a traced argument is not skipped: it raises when the compiled code runs."""
+    import equinox as eqx
+    import jax
+
+    from conserved import projection
+
+    H = systems.harmonic_oscillators(1).hamiltonian
+    x0 = jnp.array([1.0, 0.0])
+    integrate = jax.jit(lambda ts: mechanics.integrate(H, x0, ts))
+    np.testing.assert_allclose(integrate(jnp.linspace(0.0, 1.0, 3))[0], x0)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="strictly increasing"):
+        integrate(jnp.array([0.0, 1.0, 0.5])).block_until_ready()
+    derivative = jax.jit(lambda length: pde.spectral_derivative(jnp.ones(8), length))
+    with pytest.raises(eqx.EquinoxRuntimeError, match="length must be positive"):
+        derivative(-1.0).block_until_ready()
+    project = jax.jit(lambda dx: projection.project(jnp.arange(8.0), dx, linear=1.0))
+    with pytest.raises(eqx.EquinoxRuntimeError, match="dx must be positive"):
+        project(-0.1).block_until_ready()

@@ -26,6 +26,7 @@ import numpy as np
 from equinox.internal import ω
 from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
 
+from ._checks import require
 from .symmetry import symplectic_matrix
 
 __all__ = [
@@ -186,9 +187,7 @@ def _check_times(ts) -> Array:
     ts = jnp.asarray(ts)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts must be a 1-D array of at least two save times, got shape {ts.shape}")
-    if not isinstance(ts, jax.core.Tracer) and not np.all(np.diff(np.asarray(ts)) > 0):
-        raise ValueError("ts must be strictly increasing")
-    return ts
+    return require(ts, jnp.diff(ts) > 0, "ts must be strictly increasing")
 
 
 def solve_ode(

@@ -32,6 +32,7 @@ import jax.random as jr
 import jax.scipy.integrate
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from ._checks import require
 from .mechanics import solve_ode
 
 __all__ = [
@@ -68,10 +69,12 @@ def cell_centres(n: int, length: float, start: float = 0.0) -> tuple[Float[Array
 
 
 def _positive(name: str, value) -> float:
-    """A finite, positive number, or a ValueError naming the argument (a traced value passes
-    through: it cannot be checked without a concrete value)."""
+    """A finite, positive number, or a ValueError naming the argument (a traced value is
+    checked when the compiled function runs, `_checks.require`)."""
     if isinstance(value, jax.core.Tracer):
-        return value
+        return require(
+            value, (value > 0) & jnp.isfinite(value), f"{name} must be positive and finite"
+        )
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from ._checks import require
+
 __all__ = [
     "EPS",
     "linear_integral",
@@ -44,7 +46,9 @@ def _check(u, dx) -> Array:
     u = jnp.asarray(u)
     if u.ndim < 1 or u.shape[-1] < 2:
         raise ValueError(f"u must have a grid axis of at least 2 points last, got shape {u.shape}")
-    if not isinstance(dx, jax.core.Tracer) and not float(dx) > 0:
+    if isinstance(dx, jax.core.Tracer):
+        return require(u, dx > 0, "dx must be positive")
+    if not float(dx) > 0:
         raise ValueError(f"dx must be positive, got {dx!r}")
     return u
 
