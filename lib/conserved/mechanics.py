@@ -59,9 +59,7 @@ def _check_initial(x: Array, name: str = "x0") -> Array:
     """A state to integrate from: shape (2n,) and, when concrete, finite (a NaN would otherwise
     surface as the solver's "maximum number of steps")."""
     x = _check_state(x, name)
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
-        raise ValueError(f"{name} must be finite, got {x}")
-    return x
+    return require(x, jnp.isfinite(x), f"{name} must be finite")
 
 
 def _apply_j(v: Array) -> Array:
