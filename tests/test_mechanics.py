@@ -221,3 +221,21 @@ def test_fixed_steps_rejects_bad_input():
         mechanics.fixed_steps(field, jnp.ones(2), 0.5, 0)
     with pytest.raises(ValueError, match="duration"):
         mechanics.fixed_steps(field, jnp.ones(2), -0.5, 3)
+
+
+def test_adaptive_tolerances_follow_the_state_dtype():
+    """In float32 the default tolerances (1e-7, 1e-9) are below what a step can resolve; they
+    are raised to 10 ε, and the solution is as accurate as float32 allows (exact: a rotation)."""
+    f32, f64 = jnp.finfo(jnp.float32).eps, jnp.finfo(jnp.float64).eps
+    assert mechanics.resolvable_tolerance(jnp.ones(2, jnp.float32)) == pytest.approx(10 * f32)
+    assert mechanics.resolvable_tolerance(
+        (jnp.ones(2, jnp.float32), jnp.ones(2, jnp.float64))
+    ) == pytest.approx(10 * f64)
+    assert mechanics.resolvable_tolerance(jnp.arange(3)) == 0.0
+    H = lambda x: 0.5 * jnp.sum(x**2)  # noqa: E731
+    ts = jnp.linspace(0.0, 10.0, 11, dtype=jnp.float32)
+    x0 = jnp.array([1.0, 0.0], jnp.float32)
+    traj = mechanics.integrate(H, x0, ts)
+    assert traj.dtype == jnp.float32
+    exact = np.stack([np.cos(np.asarray(ts, float)), -np.sin(np.asarray(ts, float))], axis=1)
+    np.testing.assert_allclose(np.asarray(traj, float), exact, atol=1e-4)
