@@ -27,3 +27,27 @@ def require(value: ArrayLike, ok: Bool[ArrayLike, "..."], message: str) -> Array
     if not bool(np.all(np.asarray(ok))):
         raise ValueError(message)
     return value
+
+
+def positive_int(name: str, value, minimum: int = 1) -> int:
+    """`value` as an int, or a ValueError naming the argument unless it is an int (not a
+    bool) of at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def positive(name: str, value):
+    """`value` as a float, or a ValueError naming the argument unless it is finite and
+    positive; a traced value is checked when the compiled function runs (`require`)."""
+    if isinstance(value, jax.core.Tracer):
+        return require(
+            value, (value > 0) & jnp.isfinite(value), f"{name} must be positive and finite"
+        )
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return number

@@ -40,6 +40,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from ._checks import positive_int as _positive_int
+
 __all__ = [
     "BOUNDARIES",
     "as_channels",
@@ -55,12 +57,6 @@ __all__ = [
 
 
 BOUNDARIES = ("periodic", "even")
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _check_boundary(boundary: str) -> str:

@@ -32,7 +32,7 @@ import jax.random as jr
 import jax.scipy.integrate
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._checks import require
+from ._checks import positive as _positive
 from .mechanics import solve_ode
 
 __all__ = [
@@ -66,22 +66,6 @@ def cell_centres(n: int, length: float, start: float = 0.0) -> tuple[Float[Array
     """Centres of n equal cells covering [start, start + length], and the cell width dx."""
     x, dx = periodic_grid(n, length, start)
     return x + dx / 2, dx
-
-
-def _positive(name: str, value) -> float:
-    """A finite, positive number, or a ValueError naming the argument (a traced value is
-    checked when the compiled function runs, `_checks.require`)."""
-    if isinstance(value, jax.core.Tracer):
-        return require(
-            value, (value > 0) & jnp.isfinite(value), f"{name} must be positive and finite"
-        )
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not 0 < number < float("inf"):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return number
 
 
 def spectral_derivative(

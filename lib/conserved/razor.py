@@ -44,6 +44,7 @@ import optax
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, Scalar
 
 from . import mechanics, systems, training
+from ._checks import positive_int as _positive_int
 from .symmetry import expm, symplectic_matrix
 
 __all__ = [
@@ -78,12 +79,6 @@ def _phase_dim(m, name: str = "dim") -> int:
     if isinstance(m, bool) or not isinstance(m, int) or m < 2 or m % 2:
         raise ValueError(f"{name} must be an even phase-space dimension >= 2, got {m!r}")
     return m
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
 from . import mechanics
+from ._checks import positive as _positive
+from ._checks import positive_int as _positive_int
 from .symmetry import u_basis
 
 __all__ = [
@@ -70,18 +72,6 @@ class System(eqx.Module):
         x = jnp.asarray(x)
         flat = x.reshape(-1, x.shape[-1])
         return {name: jax.vmap(c)(flat).reshape(x.shape[:-1]) for name, c in self.conserved.items()}
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _positive(name: str, value) -> float:
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return float(value)
 
 
 # --------------------------------------------------------------------------------------------

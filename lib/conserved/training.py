@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -21,6 +21,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree, Scalar
 from tqdm import tqdm
+
+from ._checks import positive_int as _positive_int
 
 __all__ = [
     "LossFn",
@@ -71,12 +73,6 @@ class TrainingDiverged(FloatingPointError):
         self.step = step
         self.model = model
         self.losses = losses
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _dataset_size(data: PyTree) -> int:
