@@ -98,6 +98,13 @@ def test_projection_rejects_fields_it_cannot_rescale():
         projection.project(jnp.zeros(8), dx, quadratic=1.0)
     with pytest.raises(ValueError, match="constant"):
         projection.project(jnp.full(8, 0.3), dx, linear=0.5, quadratic=1.0)
+    # a float32 field varying by a part in 10⁴ is not constant: it is rescaled exactly
+    x = jnp.linspace(0.0, 2 * jnp.pi, 8, endpoint=False)
+    nearly = (1.0 + 1e-4 * jnp.sin(x)).astype(jnp.float32)
+    out = projection.project(nearly, dx, linear=0.5, quadratic=1.0)
+    np.testing.assert_allclose(
+        [float(dx * out.sum()), float(dx * (out**2).sum())], [0.5, 1.0], rtol=1e-3
+    )
     # a constant field that already has the requested integrals is its own projection
     u = jnp.full(8, 0.25)
     c1, c2 = float(dx * u.sum()), float(dx * (u**2).sum())

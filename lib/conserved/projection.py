@@ -196,8 +196,9 @@ def affine_coefficients(
         _concrete(u)
         and _concrete(quadratic)
         and _concrete(linear)
-        # constant to round-off: the spread about the mean is below the field's size × ε
-        and bool(jnp.any((fluctuation <= _round_off(u) * size) & (spread > 0)))
+        # constant to round-off: the spread about the mean is within what rounding the mean
+        # of n values can leave, (n ε)² of the field's size
+        and bool(jnp.any((fluctuation <= (n * _round_off(u)) ** 2 * size) & (spread > 0)))
     ):
         raise ValueError(
             "u is constant on the grid, so no field of the form a + s u has the requested "
