@@ -157,3 +157,18 @@ def test_equivariance_error_compiles_once_for_new_samples_of_one_shape(caplog):
             assert float(error) < 1e-5
     compiles = [r for r in caplog.records if "Compiling jit(_equivariance_gap)" in r.getMessage()]
     assert len(compiles) == 1
+
+
+@pytest.mark.parametrize("strategy", ["augment", "symmetrise"])
+def test_fit_with_symmetry_compiles_its_step_once(strategy, caplog):
+    # new data of the same shape and a new initial model: the training step is reused
+    action = symmetry.rotations(2)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        for seed in (1, 2):
+            x, y = _radial_data(jr.key(10 + seed), 64)
+            model = eqx.nn.MLP(2, "scalar", 8, 1, key=jr.key(seed))
+            symmetry.fit_with_symmetry(
+                strategy, model, x, y, action, steps=4, key=jr.key(3), num_samples=4
+            )
+    compiles = [r for r in caplog.records if "Compiling jit(_run_chunk)" in r.getMessage()]
+    assert len(compiles) == 1, [r.getMessage()[:80] for r in compiles]

@@ -582,21 +582,8 @@ def fit_with_symmetry(
         raise ValueError(f"x must be (N, ...) and y (N,), got shapes {x.shape} and {y.shape}")
     if strategy == "symmetrise":
         model = Symmetrised(model, action, num_samples)
-
-    def call(m, xs, k):
-        if strategy == "symmetrise":
-            return jax.vmap(m, in_axes=(0, None))(xs, k)  # one orbit sample shared by the batch
-        return jax.vmap(m)(xs)
-
-    def loss(m, batch, k):
-        xs, ys = batch
-        move_key, orbit_key = jr.split(k)
-        if strategy == "augment":
-            xs = augment(action, move_key, xs)
-        return training.mse(call(m, xs, orbit_key), ys)
-
     result = training.fit_adam(
-        loss,
+        _SymmetryLoss(strategy, action),
         model,
         steps=steps,
         key=key,
@@ -610,6 +597,30 @@ def fit_with_symmetry(
     def predict(xs, k=None):
         if strategy == "symmetrise" and num_samples is not None and k is None:
             raise ValueError("predictions of a Monte Carlo symmetrised model need a key")
-        return call(result.model, jnp.asarray(xs), k)
+        return _call_batch(strategy, result.model, jnp.asarray(xs), k)
 
     return predict, result
+
+
+def _call_batch(strategy: str, model, xs: Array, key: PRNGKeyArray | None) -> Array:
+    if strategy == "symmetrise":
+        return jax.vmap(model, in_axes=(0, None))(xs, key)  # one orbit sample for the batch
+    return jax.vmap(model)(xs)
+
+
+class _SymmetryLoss(eqx.Module):
+    """The loss of `fit_with_symmetry`: mean squared error of the batch, moved first by random
+    group elements under `"augment"`. A Module, not a closure, so that every run with the same
+    strategy and action (and a model of the same shape) reuses one compiled training step."""
+
+    strategy: str = eqx.field(static=True)
+    action: GroupAction
+
+    def __call__(self, model, batch, key: PRNGKeyArray) -> Array:
+        from . import training  # local import: training does not depend on symmetry
+
+        xs, ys = batch
+        move_key, orbit_key = jr.split(key)
+        if self.strategy == "augment":
+            xs = augment(self.action, move_key, xs)
+        return training.mse(_call_batch(self.strategy, model, xs, orbit_key), ys)
