@@ -358,7 +358,7 @@ class Residual(eqx.Module):
 
 def rollout(
     model: Callable[[Array], Array], u0: Float[ArrayLike, "*c n"], steps: int
-) -> Float[Array, "steps+1 *c n"]:
+) -> Float[Array, "snapshots *c n"]:
     """Apply a one-step model autoregressively: (u0, model(u0), model(model(u0)), ...).
 
     Returns `steps + 1` states along a new leading axis (u0 first). The model must map a state to

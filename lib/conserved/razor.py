@@ -88,7 +88,7 @@ def _phase_dim(m, name: str = "dim") -> int:
 
 def generators(
     matrices: Float[ArrayLike, "K M M"], vectors: Float[ArrayLike, "K M"]
-) -> Float[Array, "K M+1 M+1"]:
+) -> Float[Array, "K h h"]:
     """Generators Ĝ_k = [[J A_k, J b_k], [0, 0]] of the flows of C_k = ½ xᵀA_k x + b_kᵀx.
 
     `matrices` must be symmetric (only their symmetric part enters a quadratic form)."""
@@ -183,7 +183,7 @@ class Quadratics(eqx.Module):
         )
         return 0.5 * (w + jnp.swapaxes(w, 1, 2)), b
 
-    def generators(self) -> Float[Array, "K M+1 M+1"]:
+    def generators(self) -> Float[Array, "K h h"]:
         """Ĝ_k, one (M+1)×(M+1) matrix per quantity."""
         return generators(*self.coefficients())
 
@@ -255,8 +255,8 @@ def sample_times(
 
 
 def group_elements(
-    gens: Float[ArrayLike, "K M+1 M+1"], times: Float[ArrayLike, "S K"]
-) -> Float[Array, "S M+1 M+1"]:
+    gens: Float[ArrayLike, "K h h"], times: Float[ArrayLike, "S K"]
+) -> Float[Array, "S h h"]:
     """exp(Σ_k τ_sk Ĝ_k) for each row τ_s of `times`: the affine maps of the group."""
     gens = jnp.asarray(gens)
     times = jnp.asarray(times)
@@ -267,7 +267,7 @@ def group_elements(
     return expm(jnp.einsum("sk,kij->sij", times, gens))
 
 
-def transform(elements: Float[Array, "S M+1 M+1"], x: Float[Array, "N M"]) -> Float[Array, "S N M"]:
+def transform(elements: Float[Array, "S h h"], x: Float[Array, "N M"]) -> Float[Array, "S N M"]:
     """Apply each affine map (homogeneous (M+1)×(M+1) matrix) to each state."""
     m = x.shape[-1]
     if elements.shape[1:] != (m + 1, m + 1):
@@ -486,7 +486,7 @@ class RazorHNN(eqx.Module):
             lambda m, w: jnp.where(self.point_estimate, m, w), means, drawn
         )
 
-    def elements(self, key: PRNGKeyArray) -> Float[Array, "S M+1 M+1"] | None:
+    def elements(self, key: PRNGKeyArray) -> Float[Array, "S h h"] | None:
         """S group elements drawn from the measure (`None` for a vanilla HNN)."""
         if self.quadratics is None:
             return None

@@ -88,13 +88,13 @@ def so_basis(n: int) -> Float[Array, "d n n"]:
     return jnp.stack([_unit(n, j, i) - _unit(n, i, j) for i in range(n) for j in range(i + 1, n)])
 
 
-def translation_basis(n: int) -> Float[Array, "n n+1 n+1"]:
+def translation_basis(n: int) -> Float[Array, "n h h"]:
     """Generators of the translations of R^n as homogeneous (n+1)×(n+1) matrices."""
     n = _dimension("n", n, 1)
     return jnp.stack([_unit(n + 1, i, n) for i in range(n)])
 
 
-def se_basis(n: int) -> Float[Array, "d n+1 n+1"]:
+def se_basis(n: int) -> Float[Array, "d h h"]:
     """Basis of se(n) in homogeneous coordinates: the rotations of so(n) in the top-left block,
     then the n translations; d = n(n-1)/2 + n."""
     n = _dimension("n", n, 2)
@@ -110,7 +110,7 @@ def symplectic_matrix(dof: int) -> Float[Array, "dim dim"]:
     return jnp.block([[zero, eye], [-eye, zero]])
 
 
-def u_basis(n: int) -> Float[Array, "n*n 2*n 2*n"]:
+def u_basis(n: int) -> Float[Array, "d dim dim"]:
     """Basis of u(n) as real 2n×2n matrices acting on x = (q, p).
 
     An anti-Hermitian matrix X + iY (X antisymmetric, Y symmetric) acts on z = q + i p as the real
@@ -235,7 +235,7 @@ def apply_linear(g: Float[ArrayLike, "n n"], x: Float[ArrayLike, "... n"]) -> Fl
 
 
 def apply_affine(
-    g: Float[ArrayLike, "n+1 n+1"], x: Float[ArrayLike, "... n"]
+    g: Float[ArrayLike, "h h"], x: Float[ArrayLike, "... n"]
 ) -> Float[Array, "... n"]:
     """Affine action x -> R x + t of a homogeneous matrix g = [[R, t], [0, 1]] on points."""
     g, x = jnp.asarray(g), jnp.asarray(x)
@@ -251,8 +251,8 @@ def apply_affine(
 
 
 def apply_rigid_to_phase_space(
-    g: Float[ArrayLike, "d+1 d+1"], state: Float[ArrayLike, "... 2*N*d"], dim: int
-) -> Float[Array, "... 2*N*d"]:
+    g: Float[ArrayLike, "h h"], state: Float[ArrayLike, "... dim"], dim: int
+) -> Float[Array, "... dim"]:
     """A rigid motion of SE(dim) acting on the phase space of N bodies.
 
     `state = (q, p)` with q, p each the N positions / momenta flattened body by body. Positions
@@ -303,7 +303,7 @@ def random_unitary(key: PRNGKeyArray, n: int) -> Float[Array, "dim dim"]:
     return unitary_real_form(q * (d / jnp.abs(d)))
 
 
-def random_rigid_motion(key: PRNGKeyArray, n: int, scale: float = 1.0) -> Float[Array, "n+1 n+1"]:
+def random_rigid_motion(key: PRNGKeyArray, n: int, scale: float = 1.0) -> Float[Array, "h h"]:
     """A rigid motion of SE(n): Haar rotation, translation ~ N(0, scale² I)."""
     rot_key, shift_key = jr.split(key)
     g = jnp.eye(n + 1)

@@ -79,7 +79,7 @@ class System(eqx.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def oscillator_conserved_matrices(n: int) -> Float[Array, "n*n dim dim"]:
+def oscillator_conserved_matrices(n: int) -> Float[Array, "d dim dim"]:
     """Symmetric matrices A_k with C_k(x) = ½ xᵀ A_k x conserved by H = ½|x|².
 
     A_k = -J M_k for the u(n) generators M_k (`symmetry.u_basis`): the Hamiltonian vector field
@@ -314,7 +314,7 @@ def scattered_n_body_states(
     momentum: float = 0.5,
     centre_scale: float = 3.0,
     centre_shift: Float[Array, " dim"] | None = None,
-) -> Float[Array, "num 2*n*dim"]:
+) -> Float[Array, "num state"]:
     """n-body states scattered over the plane (or space), in the layout of `n_body`:
     positions c + N(0, spread² I) with one centre c ~ N(centre_shift, centre_scale² I) per state,
     momenta ~ N(0, momentum² I). The random centres expose the translation symmetry in data."""
