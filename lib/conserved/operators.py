@@ -214,7 +214,7 @@ class FNO1d(eqx.Module):
     def modes(self) -> int:
         return self.spectral[0].modes
 
-    def __call__(self, u: Float[ArrayLike, "*c n"]) -> Float[Array, "*c n"]:
+    def __call__(self, u: Float[ArrayLike, "*c n"]) -> Float[Array, "*cout n"]:
         v, bare = as_channels(u, self.in_channels)
         n = v.shape[-1]
         if n < 2:
@@ -320,7 +320,7 @@ class UNet1d(eqx.Module):
         )
         self.output = _pointwise(keys[-1], width, out_channels)
 
-    def __call__(self, u: Float[ArrayLike, "*c n"]) -> Float[Array, "*c n"]:
+    def __call__(self, u: Float[ArrayLike, "*c n"]) -> Float[Array, "*cout n"]:
         v, bare = as_channels(u, self.in_channels)
         n = v.shape[-1]
         if n % 2**self.levels:
