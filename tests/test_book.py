@@ -85,7 +85,7 @@ def test_primer_shows_its_executed_outputs(quick_book):
     for figure in figures:
         assert (quick_book / "chapters" / figure).resolve().stat().st_size > 1000
     text = re.sub(r"<[^>]+>", "", page)
-    assert re.search(r"reaches a test error of \d\.\de-0\d", text), (
+    assert re.search(r"reaches a test error of\s+\d\.\de-0\d", text), (
         "the glued test error is missing"
     )
     assert "mode: quick" in text
