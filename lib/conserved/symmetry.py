@@ -234,9 +234,7 @@ def apply_linear(g: Float[ArrayLike, "n n"], x: Float[ArrayLike, "... n"]) -> Fl
     return x @ g.T
 
 
-def apply_affine(
-    g: Float[ArrayLike, "h h"], x: Float[ArrayLike, "... n"]
-) -> Float[Array, "... n"]:
+def apply_affine(g: Float[ArrayLike, "h h"], x: Float[ArrayLike, "... n"]) -> Float[Array, "... n"]:
     """Affine action x -> R x + t of a homogeneous matrix g = [[R, t], [0, 1]] on points."""
     g, x = jnp.asarray(g), jnp.asarray(x)
     if g.ndim != 2 or g.shape[0] != g.shape[1]:
