@@ -75,3 +75,25 @@ def test_compilation_cache_location(monkeypatch, tmp_path):
     monkeypatch.delenv("CONSERVED_JAX_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert config.compilation_cache_dir() == str(tmp_path / "conserved" / "jax")
+
+
+def test_max_steps_from_environment(monkeypatch):
+    monkeypatch.delenv("CONSERVED_MAX_STEPS", raising=False)
+    assert config.max_steps() is None and not config.is_miniature()
+    monkeypatch.setenv("CONSERVED_MAX_STEPS", " 3 ")
+    assert config.max_steps() == 3 and config.is_miniature()
+    for bad in ("0", "-2", "two", "1.5"):
+        monkeypatch.setenv("CONSERVED_MAX_STEPS", bad)
+        with pytest.raises(ValueError, match="CONSERVED_MAX_STEPS"):
+            config.max_steps()
+
+
+def test_choose_applies_miniature_overrides_only_when_capped(monkeypatch):
+    sizes = dict(quick=dict(a=1, b=2), full=dict(a=10, b=20), paper=dict(a=100, b=200))
+    monkeypatch.delenv("CONSERVED_MAX_STEPS", raising=False)
+    assert config.choose(**sizes, miniature=dict(b=3), current="paper") == dict(a=100, b=200)
+    monkeypatch.setenv("CONSERVED_MAX_STEPS", "2")
+    assert config.choose(**sizes, miniature=dict(b=3), current="paper") == dict(a=100, b=3)
+    assert config.choose(**sizes, current="paper") == dict(a=100, b=200)
+    with pytest.raises(ValueError, match="miniature"):
+        config.choose(**sizes, miniature=dict(c=3), current="paper")

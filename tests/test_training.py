@@ -240,3 +240,27 @@ def test_fit_adam_first_step_is_adams(key):
     )
     assert run.losses.shape == (steps,)
     assert run.losses[-1] < 0.5 * run.losses[0]
+
+
+def test_max_steps_caps_a_run_and_reports_its_memory(key, monkeypatch, capsys):
+    """CONSERVED_MAX_STEPS stops the run early and prints one line with the compiled step's
+    memory; the steps it does run are the uncapped run's first steps, bit for bit."""
+
+    def loss(w, _batch, _key):
+        return jnp.sum((w - 1.0) ** 2)
+
+    w0 = jnp.zeros(300_000)
+    full = training.fit(loss, w0, optax.adam(0.1), steps=10, key=key, progress=False)
+    monkeypatch.setenv("CONSERVED_MAX_STEPS", "3")
+    short = training.fit(loss, w0, optax.adam(0.1), steps=10, key=key, progress=False)
+    assert short.losses.shape == (3,)
+    np.testing.assert_array_equal(short.losses, full.losses[:3])
+    line = capsys.readouterr().out
+    assert "3 of 10 steps" in line
+    # the parameters and Adam's two moments (300,000 float32 each) are arguments of the step
+    mib = float(line.split("compiled step: ")[1].split(" MiB")[0])
+    assert mib >= 0.99 * 3 * 300_000 * 4 / 2**20
+    monkeypatch.setenv("CONSERVED_MAX_STEPS", "50")
+    assert training.fit(
+        loss, w0, optax.adam(0.1), steps=10, key=key, progress=False
+    ).losses.shape == (10,)

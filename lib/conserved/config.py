@@ -8,6 +8,10 @@ Three modes size every experiment in the book:
 - ``paper``: the papers' own sizes, for readers with a GPU. The same code runs there; the book
   build never executes it.
 
+``CONSERVED_MAX_STEPS=N`` caps every training run at ``N`` optimiser steps (`max_steps`), in any
+mode: with ``CONSERVED_MODE=paper`` it gives the *miniature* paper run that CI executes
+(``make paper-smoke``): the papers' shapes and settings, every code path, a few steps.
+
 A chapter reads its sizes once, in its parameter cell::
 
     from conserved import config
@@ -57,28 +61,68 @@ def mode() -> str:
     )
 
 
+def max_steps() -> int | None:
+    """The cap on optimiser steps per training run set by ``CONSERVED_MAX_STEPS`` (`None`: no
+    cap). `training.fit` runs at most this many steps, so a chapter keeps its mode's shapes and
+    settings but trains only briefly (the miniature paper run of ``make paper-smoke``)."""
+    raw = os.environ.get("CONSERVED_MAX_STEPS", "").strip()
+    if raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"CONSERVED_MAX_STEPS must be a positive integer, got {raw!r}")
+    return value
+
+
+def is_miniature() -> bool:
+    """True when training runs are capped (``CONSERVED_MAX_STEPS`` is set): the claims that need
+    a trained model cannot hold, and ``make paper-smoke`` reports them as skipped."""
+    return max_steps() is not None
+
+
 def is_quick() -> bool:
     """True in quick mode (the test suite's mode)."""
     return mode() == "quick"
 
 
-def choose(*, quick: T, full: T, paper: T | None = None, current: str | None = None) -> T:
+def choose(
+    *,
+    quick: T,
+    full: T,
+    paper: T | None = None,
+    miniature: dict | None = None,
+    current: str | None = None,
+) -> T:
     """Pick the value for the current mode.
 
     **Arguments:**
 
     - `quick`, `full`: the values for those modes.
     - `paper`: the value at the papers' scale; defaults to `full` when not given.
+    - `miniature`: entries that replace those of the chosen dict when training runs are capped
+      (`is_miniature`): the counts of samples or test trajectories that only make an evaluation
+      more precise, never a shape of the model or its training step.
     - `current`: force a mode instead of reading the environment (used by tests).
     """
     current = mode() if current is None else current
     if current not in MODES:
         raise ValueError(f"current must be one of {MODES}, got {current!r}")
     if current == "quick":
-        return quick
-    if current == "paper" and paper is not None:
-        return paper
-    return full
+        chosen = quick
+    elif current == "paper" and paper is not None:
+        chosen = paper
+    else:
+        chosen = full
+    if miniature is None or not is_miniature():
+        return chosen
+    if not isinstance(chosen, dict) or not set(miniature) <= set(chosen):
+        raise ValueError(
+            f"miniature must replace entries of the chosen dict, got {sorted(miniature)}"
+        )
+    return {**chosen, **miniature}
 
 
 def key(seed: int = DEFAULT_SEED) -> PRNGKeyArray:
@@ -140,8 +184,10 @@ __all__ = [
     "compilation_cache_dir",
     "enable_compilation_cache",
     "enable_x64",
+    "is_miniature",
     "is_quick",
     "key",
+    "max_steps",
     "mode",
     "x64_enabled",
 ]

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
-from . import projection
+from . import config, projection
 
 __all__ = [
     "MODES",
@@ -432,6 +432,10 @@ def train_together(
     )
     params = result.model
     losses = jnp.asarray(result.losses)
+    cap = config.max_steps()
+    if cap is not None and lbfgs_steps > cap:
+        print(f"[miniature] L-BFGS: {cap} of {lbfgs_steps} steps (CONSERVED_MAX_STEPS={cap})")
+        lbfgs_steps = cap
     if lbfgs_steps > 0:
         params, later = eqx.filter_jit(_lbfgs_together)(
             member_loss, static, params, args, lbfgs_steps

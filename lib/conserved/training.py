@@ -22,6 +22,7 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree, Scalar
 from tqdm import tqdm
 
+from . import config
 from ._checks import positive_int as _positive_int
 
 __all__ = [
@@ -173,7 +174,8 @@ def fit(
       other leaves are held fixed.
     - `optimiser`: any optax transformation. Those that need the loss value or a line search
       (`optax.lbfgs`) receive `value`, `grad` and `value_fn` each step.
-    - `steps`: number of optimiser steps.
+    - `steps`: number of optimiser steps. `CONSERVED_MAX_STEPS` (`config.max_steps`) caps it:
+      the run says so in one printed line, with the memory XLA reserves for the compiled step.
     - `key`: PRNG key; the same key gives the same run.
     - `data`: a pytree of arrays sharing a leading axis of size N, or `None`.
     - `batch_size`: draw this many rows of `data` without replacement each step; `None` uses
@@ -183,13 +185,15 @@ def fit(
     - `progress`: show a tqdm progress bar.
 
     **Returns:** a `TrainResult(model, losses, opt_state, chunk_times)`; `losses` has shape
-    `(steps,)`.
+    `(steps,)` (of the capped count, when `CONSERVED_MAX_STEPS` caps it).
 
     **Raises:** `ValueError` for bad arguments or a non-scalar loss; `TrainingDiverged` when
     the loss is not finite.
     """
     steps = _positive_int("steps", steps)
     chunk_size = _positive_int("chunk_size", chunk_size)
+    cap = config.max_steps()
+    requested, steps = steps, steps if cap is None else min(steps, cap)
     if not callable(loss_fn):
         raise ValueError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     if not hasattr(optimiser, "init") or not hasattr(optimiser, "update"):
@@ -262,11 +266,45 @@ def fit(
             done += n
             bar.update(n)
             bar.set_postfix(loss=f"{losses[-1]:.3e}")
+    if cap is not None:
+        lowered = _run_chunk.lower(
+            loss_fn,
+            optimiser,
+            static,
+            size,
+            batch_size,
+            params,
+            opt_state,
+            data,
+            (keys[:chunk], active[:chunk]),
+        )
+        print(
+            f"[miniature] {desc}: {steps} of {requested} steps (CONSERVED_MAX_STEPS={cap}); "
+            f"compiled step: {_memory_text(lowered.compile())}"
+        )
     return TrainResult(
         eqx.combine(params, static),
         np.concatenate(history),
         opt_state,
         np.asarray(chunk_times, dtype=float),
+    )
+
+
+def _memory_text(compiled) -> str:
+    """What XLA reserves for a compiled program (arguments, outputs, temporaries), in MiB."""
+    compiled = getattr(compiled, "compiled", compiled)  # Equinox wraps JAX's compiled program
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # not every backend reports it
+        stats = None
+    if stats is None:
+        return "memory not reported by this backend"
+    mib = [
+        getattr(stats, f"{part}_size_in_bytes") / 2**20 for part in ("argument", "output", "temp")
+    ]
+    return (
+        f"{sum(mib):.1f} MiB (arguments {mib[0]:.1f}, outputs {mib[1]:.1f}, "
+        f"temporaries {mib[2]:.1f})"
     )
 
 
