@@ -5,20 +5,9 @@ the chapter goes on, and any other error still fails the run."""
 import importlib.util
 import sys
 
-from conftest import ROOT
+from tinybook import HEADER
 
-HEADER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-    format_version: 0.13
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-"""
+from conftest import ROOT
 
 CHAPTER = (
     HEADER

@@ -205,11 +205,12 @@ def test_weakly_typed_parameters_compile_the_chunk_once(key, caplog):
     wall = time.perf_counter() - start
     assert np.all(result.chunk_times[:, 1] > 0)
     # the chunks are timed inside the call, so their total cannot exceed the call's wall time;
-    # seconds_per_step leaves out the first chunk, which paid for compiling the scan (a compile
-    # takes far longer than three steps of a 4-parameter model, however busy the machine)
+    # seconds_per_step averages the chunks after the first (which paid for compiling the scan).
+    # How long a step takes is measured by make bench, never asserted here.
     assert result.chunk_times[:, 1].sum() <= wall
-    assert 0 < 6 * result.seconds_per_step <= wall
-    assert result.seconds_per_step < result.chunk_times[0, 1] / 3
+    np.testing.assert_allclose(
+        result.seconds_per_step, result.chunk_times[1:, 1].sum() / 6, rtol=1e-12
+    )
 
 
 def test_a_second_run_with_the_same_loss_and_optimiser_reuses_the_compiled_step(key, caplog):
