@@ -33,3 +33,34 @@ def x64():
     """Run a test in float64 (not for hypothesis tests: use `with float64():` inside them)."""
     with float64():
         yield
+
+
+@contextlib.contextmanager
+def unchecked_types():
+    """Run a block without jaxtyping's runtime type checks (which `make test` switches on for
+    the package: pyproject's `--jaxtyping-packages`), so that a deliberately bad argument
+    reaches the library's own check and its `ValueError`: what a user, who runs without the
+    checker, gets. Tests of bad input use it; every other test runs checked."""
+    import jaxtyping
+
+    previous = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", previous)
+
+
+@pytest.fixture
+def unchecked():
+    """`unchecked_types()` for a whole test."""
+    with unchecked_types():
+        yield
+
+
+@contextlib.contextmanager
+def bad_input(match: str | None = None):
+    """`pytest.raises(ValueError, match=match)` around a deliberately bad call, with the
+    runtime type checker off (`unchecked_types`): the block tests the library's own check."""
+    with unchecked_types(), pytest.raises(ValueError, match=match) as info:
+        yield info

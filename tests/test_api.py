@@ -15,8 +15,8 @@ import jax.random as jr
 import pytest
 
 import conserved
-from conftest import ROOT
-from conserved import ecf, operators, systems, training
+from conftest import ROOT, bad_input
+from conserved import ecf, ode, operators, systems, training
 
 MODULES = [name for name in conserved.__all__]
 
@@ -133,7 +133,7 @@ def test_ecf_train_second_call_with_new_data_does_not_compile(caplog):
 def test_learning_rate_must_be_positive(rate):
     x = jnp.ones((4, 2))
     model = eqx.nn.Linear(2, 2, key=jr.key(0))
-    with pytest.raises(ValueError, match="learning_rate"):
+    with bad_input(match="learning_rate"):
         training.fit_adam(
             lambda m, b, k: training.mse(jax.vmap(m)(b), b),
             model,
@@ -142,5 +142,19 @@ def test_learning_rate_must_be_positive(rate):
             data=x,
             learning_rate=rate,
         )
-    with pytest.raises(ValueError, match="learning_rate"):
+    with bad_input(match="learning_rate"):
         ecf.train(model, x, x, steps=2, key=jr.key(0), learning_rate=rate)
+
+
+def test_the_suite_checks_annotations_at_run_time():
+    """pyproject's `--jaxtyping-packages` hook is on: a shape that contradicts an annotation
+    fails at the call (with the hook off, the library's own ValueError would come instead)."""
+    import jaxtyping
+
+    from conserved import symmetry
+
+    rotation = symmetry.random_rotation(jr.key(0), 3)
+    with pytest.raises(jaxtyping.TypeCheckError, match="parameter 'x'"):
+        symmetry.apply_linear(rotation, jnp.ones((4, 2)))
+    with pytest.raises(jaxtyping.TypeCheckError, match="parameter 'dof'"):
+        ode.symplectic_matrix(1.5)

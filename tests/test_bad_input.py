@@ -11,6 +11,9 @@ import pytest
 
 from conserved import mechanics, param_symmetry, pde, razor, systems
 
+# the library's own checks, reached without jaxtyping's runtime checker in front (conftest)
+pytestmark = pytest.mark.usefixtures("unchecked")
+
 
 @pytest.mark.parametrize("length", [0.0, -2.0, math.inf, math.nan])
 def test_periodic_operators_need_a_positive_length(length):
@@ -167,3 +170,35 @@ def test_argument_checks_hold_under_jit():
     project = jax.jit(lambda dx: projection.project(jnp.arange(8.0), dx, linear=1.0))
     with pytest.raises(raised, match="dx must be positive"):
         project(-0.1).block_until_ready()
+
+
+def test_the_shared_validators_name_the_argument():
+    from conserved import _checks
+
+    assert _checks.positive_int("n", np.int64(3)) == 3 and _checks.positive_int("k", 0, 0) == 0
+    for value in (0, -1, 1.0, True, "2"):
+        with pytest.raises(ValueError, match="n must be a positive int"):
+            _checks.positive_int("n", value)
+    with pytest.raises(ValueError, match="m must be an int >= 4"):
+        _checks.positive_int("m", 3, 4)
+    assert _checks.non_negative("noise", 0) == 0.0 and _checks.positive("dt", 0.5) == 0.5
+    for value in (-0.1, math.inf, math.nan, "a", None):
+        with pytest.raises(ValueError, match="noise must be"):
+            _checks.non_negative("noise", value)
+    for value in (0.0, -1.0, math.inf, math.nan, "a"):
+        with pytest.raises(ValueError, match="dt must be (positive|a positive number)"):
+            _checks.positive("dt", value)
+
+
+@pytest.mark.parametrize("value", [-0.5, math.nan, math.inf])
+def test_non_negative_settings_refuse_negative_nan_and_infinite_values(value):
+    system = systems.harmonic_oscillators(1)
+    ts = jnp.linspace(0.0, 1.0, 3)
+    with pytest.raises(ValueError, match="noise"):
+        systems.trajectories(system, jr.key(0), 2, ts, noise=value)
+    with pytest.raises(ValueError, match="noise"):
+        systems.derivative_dataset(system, jr.key(0), 2, ts, noise=value)
+    with pytest.raises(ValueError, match="noise_variance"):
+        razor.dataset(system.hamiltonian, jnp.ones((2, 2)), dt=0.1, steps=3, noise_variance=value)
+    with pytest.raises(ValueError, match="mean_range"):
+        pde.random_cosine_fields(jr.key(0), 2, 16, mean_range=value)

@@ -1,6 +1,7 @@
 import jax.numpy as jnp
 import pytest
 
+from conftest import bad_input
 from conserved import config
 
 
@@ -27,7 +28,7 @@ def test_mode_from_environment(monkeypatch, env, expected):
 def test_bad_mode_names_the_variable(monkeypatch, name, value):
     monkeypatch.delenv("CONSERVED_MODE", raising=False)
     monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match=name):
+    with bad_input(match=name):
         config.mode()
 
 
@@ -36,7 +37,7 @@ def test_choose_picks_by_mode():
     assert config.choose(quick=1, full=2, paper=3, current="full") == 2
     assert config.choose(quick=1, full=2, paper=3, current="paper") == 3
     assert config.choose(quick=1, full=2, current="paper") == 2  # paper falls back to full
-    with pytest.raises(ValueError, match="current"):
+    with bad_input(match="current"):
         config.choose(quick=1, full=2, current="huge")
 
 
@@ -49,7 +50,7 @@ def test_key_is_deterministic_and_validated():
     assert jnp.array_equal(a, b)
     assert not jnp.array_equal(a, c)
     for bad in (-1, 1.5, "0", True):
-        with pytest.raises(ValueError, match="seed"):
+        with bad_input(match="seed"):
             config.key(bad)
 
 
@@ -62,7 +63,7 @@ def test_x64_switch_round_trip():
         assert jnp.ones(2).dtype == jnp.float32
     finally:
         config.enable_x64(before)
-    with pytest.raises(ValueError, match="enabled"):
+    with bad_input(match="enabled"):
         config.enable_x64("yes")
 
 
@@ -84,7 +85,7 @@ def test_max_steps_from_environment(monkeypatch):
     assert config.max_steps() == 3 and config.is_miniature()
     for bad in ("0", "-2", "two", "1.5"):
         monkeypatch.setenv("CONSERVED_MAX_STEPS", bad)
-        with pytest.raises(ValueError, match="CONSERVED_MAX_STEPS"):
+        with bad_input(match="CONSERVED_MAX_STEPS"):
             config.max_steps()
 
 
@@ -95,5 +96,5 @@ def test_choose_applies_miniature_overrides_only_when_capped(monkeypatch):
     monkeypatch.setenv("CONSERVED_MAX_STEPS", "2")
     assert config.choose(**sizes, miniature=dict(b=3), current="paper") == dict(a=100, b=3)
     assert config.choose(**sizes, current="paper") == dict(a=100, b=200)
-    with pytest.raises(ValueError, match="miniature"):
+    with bad_input(match="miniature"):
         config.choose(**sizes, miniature=dict(c=3), current="paper")

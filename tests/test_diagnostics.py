@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from conftest import bad_input
 from conserved import diagnostics
 
 
@@ -17,9 +18,9 @@ def test_along_evaluates_each_state():
 
 
 def test_along_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="trajectory"):
+    with bad_input(match="trajectory"):
         diagnostics.along(jnp.sum, jnp.ones(5))
-    with pytest.raises(ValueError, match="scalar"):
+    with bad_input(match="scalar"):
         diagnostics.along(lambda x: x, jnp.ones((4, 3)))
 
 
@@ -32,9 +33,9 @@ def test_drift_relative_and_absolute():
 
 
 def test_drift_zero_start_needs_absolute():
-    with pytest.raises(ValueError, match="relative=False"):
+    with bad_input(match="relative=False"):
         diagnostics.drift(jnp.array([0.0, 1.0]))
-    with pytest.raises(ValueError, match="time axis"):
+    with bad_input(match="time axis"):
         diagnostics.drift(jnp.array(1.0))
 
 
@@ -56,9 +57,9 @@ def test_growth_exponent_tells_bounded_from_growing():
     growing = 1e-3 * ts
     assert abs(diagnostics.growth_exponent(ts, bounded)) < 0.2
     assert diagnostics.growth_exponent(ts, growing) > 0.9
-    with pytest.raises(ValueError, match="two points"):
+    with bad_input(match="two points"):
         diagnostics.growth_exponent([0.0, 1.0], [0.0, 0.0])
-    with pytest.raises(ValueError, match="same length"):
+    with bad_input(match="same length"):
         diagnostics.growth_exponent([1.0, 2.0], [1.0])
 
 
@@ -67,9 +68,9 @@ def test_relative_error():
     assert float(diagnostics.relative_error(target, target)) == 0.0
     err = diagnostics.relative_error(target * 1.1, target, axis=1)
     np.testing.assert_allclose(err, [0.1, 0.1], rtol=1e-6)
-    with pytest.raises(ValueError, match="same shape"):
+    with bad_input(match="same shape"):
         diagnostics.relative_error(jnp.ones(3), jnp.ones((3, 1)))
-    with pytest.raises(ValueError, match="norm zero"):
+    with bad_input(match="norm zero"):
         diagnostics.relative_error(jnp.ones(3), jnp.zeros(3))
 
 
@@ -88,9 +89,9 @@ def test_summary_table_layout():
     assert piped.splitlines()[2] == "| \\|C\\| | 1 | a\\|b |"
     for line in piped.splitlines():
         assert len(re.findall(r"(?<!\\)\|", line)) == 4
-    with pytest.raises(ValueError, match="empty"):
+    with bad_input(match="empty"):
         diagnostics.summary_table({})
-    with pytest.raises(ValueError, match="row 'a'"):
+    with bad_input(match="row 'a'"):
         diagnostics.summary_table({"a": 1.0})
 
 
@@ -129,11 +130,11 @@ def test_verdict_depends_on_the_set_of_outcomes_only(holds, rng):
 
 
 def test_verdict_rejects_bad_numbers():
-    with pytest.raises(ValueError, match="both"):
+    with bad_input(match="both"):
         diagnostics.verdict([True], measured=1.0)
-    with pytest.raises(ValueError, match="positive"):
+    with bad_input(match="positive"):
         diagnostics.verdict([True], measured=-1.0, paper=1.0)
-    with pytest.raises(ValueError, match="positive"):
+    with bad_input(match="positive"):
         diagnostics.verdict([True], measured=float("nan"), paper=1.0)
-    with pytest.raises(ValueError, match="factor"):
+    with bad_input(match="factor"):
         diagnostics.verdict([True], measured=1.0, paper=1.0, factor=1.0)

@@ -4,10 +4,9 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-import pytest
 from hypothesis import given, settings
 
-from conftest import float64
+from conftest import bad_input, float64
 from conserved import ecf, operators, pde
 from conserved.projection import fix_mean, linear_integral
 
@@ -129,7 +128,7 @@ def test_correct_is_decode_of_encode():
         ecf.decode(prediction, ecf.encode(state, 0.37), 0.37),
         atol=10 * EPS32,
     )
-    with pytest.raises(ValueError, match="same shape"):
+    with bad_input(match="same shape"):
         ecf.correct(jnp.ones(8), jnp.ones(9))
 
 
@@ -142,7 +141,7 @@ def test_multichannel_conserves_the_chosen_channels_only():
     np.testing.assert_array_equal(out[1], backbone(u)[1])
     both = ecf.ConservingOperator(backbone, DX)(u)
     np.testing.assert_allclose(linear_integral(both, DX), linear_integral(u, DX), atol=1e-6)
-    with pytest.raises(ValueError, match="out of range"):
+    with bad_input(match="out of range"):
         ecf.ConservingOperator(backbone, DX, channels=(2,))(u)
 
 
@@ -154,25 +153,25 @@ def test_decoder_is_idempotent_and_fixes_conserving_operators():
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match="dx"):
+    with bad_input(match="dx"):
         ecf.ConservingOperator(_backbone("fno", 0), 0.0)
-    with pytest.raises(ValueError, match="channels"):
+    with bad_input(match="channels"):
         ecf.ConservingOperator(_backbone("fno", 0), DX, channels=[0])
-    with pytest.raises(ValueError, match="input's shape"):
+    with bad_input(match="input's shape"):
         ecf.ConservingOperator(lambda u: u[:-1], DX)(jnp.ones(8))
-    with pytest.raises(ValueError, match="channel 0"):
+    with bad_input(match="channel 0"):
         ecf.ConservingOperator(lambda u: u, DX, channels=(1,))(jnp.ones(8))
-    with pytest.raises(ValueError, match="same shape"):
+    with bad_input(match="same shape"):
         ecf.swap_zero_mode(jnp.ones(8), jnp.ones(9))
-    with pytest.raises(ValueError, match="share one shape"):
+    with bad_input(match="share one shape"):
         ecf.mse_identity(jnp.ones((2, 8)), jnp.ones((2, 8)), jnp.ones((3, 8)))
-    with pytest.raises(ValueError, match="trajectories"):
+    with bad_input(match="trajectories"):
         ecf.one_step_pairs(jnp.ones((4, 8)))
-    with pytest.raises(ValueError, match="trajectories"):
+    with bad_input(match="trajectories"):
         ecf.evaluate(lambda u: u, jnp.ones((2, 1, 8)), DX)
-    with pytest.raises(ValueError, match="same shape"):
+    with bad_input(match="same shape"):
         ecf.train(_backbone("fno", 0), jnp.ones((4, 32)), jnp.ones((4, 16)), steps=1, key=jr.key(0))
-    with pytest.raises(ValueError, match="mass_penalty"):
+    with bad_input(match="mass_penalty"):
         ecf.train(
             _backbone("fno", 0),
             jnp.ones((4, 32)),
@@ -282,11 +281,11 @@ def test_training_together_equals_training_alone():
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     wrapped = ecf.ConservingOperator(plain, dx)
     two = (jnp.stack([inputs] * 2), jnp.stack([targets] * 2))
-    with pytest.raises(ValueError, match="structure"):
+    with bad_input(match="structure"):
         ecf.train_together([plain, wrapped], *two, **kw)
-    with pytest.raises(ValueError, match="one slice"):
+    with bad_input(match="one slice"):
         ecf.train_together([plain], *two, **kw)
-    with pytest.raises(ValueError, match="mass_penalty"):
+    with bad_input(match="mass_penalty"):
         ecf.train_together([plain], inputs[None], targets[None], mass_penalty=-1.0, **kw)
-    with pytest.raises(ValueError, match="conserve"):
+    with bad_input(match="conserve"):
         ecf.train_together([plain], inputs[None], targets[None], conserve=[0.5], **kw)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from conftest import float64
+from conftest import bad_input, float64
 from conserved import diagnostics, mechanics, systems
 
 seeds = st.integers(0, 2**31 - 1)
@@ -163,13 +163,13 @@ def test_stormer_verlet_is_second_order_and_semi_implicit_first():
 
 def test_integrate_rejects_bad_input():
     H = systems.pendulum().hamiltonian
-    with pytest.raises(ValueError, match=r"shape \(2n,\)"):
+    with bad_input(match=r"shape \(2n,\)"):
         mechanics.integrate(H, jnp.ones(3), jnp.linspace(0, 1, 5))
-    with pytest.raises(ValueError, match="strictly increasing"):
+    with bad_input(match="strictly increasing"):
         mechanics.integrate(H, jnp.ones(2), jnp.array([0.0, 1.0, 0.5]))
-    with pytest.raises(ValueError, match="dt0"):
+    with bad_input(match="dt0"):
         mechanics.integrate(H, jnp.ones(2), jnp.linspace(0, 1, 5), solver=mechanics.StormerVerlet())
-    with pytest.raises(ValueError, match="Separable"):
+    with bad_input(match="Separable"):
         mechanics.integrate(
             lambda x: jnp.sum(x**2),
             jnp.ones(2),
@@ -177,9 +177,9 @@ def test_integrate_rejects_bad_input():
             solver=mechanics.StormerVerlet(),
             dt0=0.1,
         )
-    with pytest.raises(ValueError, match="masses"):
+    with bad_input(match="masses"):
         systems.n_body(2, 2, masses=jnp.array([1.0, -1.0]))
-    with pytest.raises(ValueError, match="dim"):
+    with bad_input(match="dim"):
         systems.n_body(2, 4)
 
 
@@ -197,46 +197,3 @@ def test_trajectories_and_noise():
     assert 0.07 < float(jnp.std(residual)) < 0.13
     states, derivs = systems.derivative_dataset(system, jr.key(1), 3, ts)
     assert states.shape == derivs.shape == (33, 4)
-
-
-@pytest.mark.parametrize("solver", [diffrax.Euler(), diffrax.Heun(), diffrax.Tsit5()])
-def test_fixed_steps_matches_diffeqsolve_with_constant_steps(solver):
-    with float64():
-        pendulum = systems.pendulum()
-        field = mechanics.hamiltonian_vector_field(pendulum.hamiltonian)
-        x0 = jnp.array([1.2, -0.3])
-        expected = mechanics.solve_ode(
-            field, x0, jnp.array([0.0, 0.7]), solver=solver, dt0=0.7 / 5, max_steps=6
-        )[-1]
-        got = mechanics.fixed_steps(field, x0, 0.7, 5, solver=solver)
-        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-        # and it can be differentiated twice (the razor's loss needs d/dθ of ∇H inside)
-        hess = jax.hessian(lambda y: jnp.sum(mechanics.fixed_steps(field, y, 0.7, 5) ** 2))(x0)
-        assert hess.shape == (2, 2) and np.all(np.isfinite(hess))
-
-
-def test_fixed_steps_rejects_bad_input():
-    field = mechanics.hamiltonian_vector_field(systems.pendulum().hamiltonian)
-    with pytest.raises(ValueError, match="steps"):
-        mechanics.fixed_steps(field, jnp.ones(2), 0.5, 0)
-    with pytest.raises(ValueError, match="duration"):
-        mechanics.fixed_steps(field, jnp.ones(2), -0.5, 3)
-
-
-def test_adaptive_tolerances_follow_the_state_dtype():
-    """In float32 the default tolerances (1e-7, 1e-9) are below what a step can resolve; they
-    are raised to 10 ε, and the solution is as accurate as float32 allows (exact: a rotation)."""
-    f32 = jnp.finfo(jnp.float32).eps
-    assert mechanics.resolvable_tolerance(jnp.ones(2, jnp.float32)) == pytest.approx(10 * f32)
-    wide = jnp.ones(2, float)  # float64 when JAX runs with x64, float32 otherwise
-    assert mechanics.resolvable_tolerance((jnp.ones(2, jnp.float32), wide)) == pytest.approx(
-        10 * jnp.finfo(wide.dtype).eps
-    )
-    assert mechanics.resolvable_tolerance(jnp.arange(3)) == 0.0
-    H = lambda x: 0.5 * jnp.sum(x**2)  # noqa: E731
-    ts = jnp.linspace(0.0, 10.0, 11, dtype=jnp.float32)
-    x0 = jnp.array([1.0, 0.0], jnp.float32)
-    traj = mechanics.integrate(H, x0, ts)
-    assert traj.dtype == jnp.float32
-    exact = np.stack([np.cos(np.asarray(ts, float)), -np.sin(np.asarray(ts, float))], axis=1)
-    np.testing.assert_allclose(np.asarray(traj, float), exact, atol=1e-4)

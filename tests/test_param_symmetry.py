@@ -4,11 +4,10 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import float64
+from conftest import bad_input, float64
 from conserved import param_symmetry as ps
 
 seeds = st.integers(0, 2**31 - 1)
@@ -135,17 +134,17 @@ def test_weight_matching_recovers_a_planted_permutation():
 
 def test_bad_input_raises():
     mlp = _mlp(jr.key(0))
-    with pytest.raises(ValueError, match="hidden layer index"):
+    with bad_input(match="hidden layer index"):
         ps.act_on_hidden(mlp, 2, jnp.eye(8))
-    with pytest.raises(ValueError, match="8×8"):
+    with bad_input(match="8×8"):
         ps.act_on_hidden(mlp, 0, jnp.eye(3))
-    with pytest.raises(ValueError, match="permutation"):
+    with bad_input(match="permutation"):
         ps.permutation_matrix([0, 0, 1])
-    with pytest.raises(ValueError, match="one permutation per hidden layer"):
+    with bad_input(match="one permutation per hidden layer"):
         ps.permute_mlp(mlp, [np.arange(8)])
-    with pytest.raises(ValueError, match="W1"):
+    with bad_input(match="W1"):
         ps.linear_imbalance(jnp.ones((3, 2)), jnp.ones((2, 4)))
-    with pytest.raises(ValueError, match="gain"):
+    with bad_input(match="gain"):
         ps.teleport_linear(lambda p: 0.0, jnp.eye(2), jnp.eye(2), gain=0.5)
 
 
@@ -177,5 +176,5 @@ def test_booth_teleport_is_the_steepest_point_and_one_step_from_the_minimum(seed
         # a residual on the top eigenvector of AAᵀ: one step of 1/λ_max is Newton's step
         landed = moved - jax.grad(ps.booth)(moved) / 18.0
         assert float(ps.booth(landed)) <= 1e-20 * (1 + float(ps.booth(xy)))
-    with pytest.raises(ValueError, match="shape"):
+    with bad_input(match="shape"):
         ps.booth_teleport(jnp.zeros(3))

@@ -2,6 +2,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from conftest import bad_input
 from conserved import plotting
 
 
@@ -11,7 +12,7 @@ def test_style_and_figure():
     assert len(axes) == 2
     assert fig.get_size_inches()[0] == pytest.approx(plotting.BOOK_WIDTH)
     plt.close(fig)
-    with pytest.raises(ValueError, match="ncols"):
+    with bad_input(match="ncols"):
         plotting.figure(0)
 
 
@@ -22,7 +23,7 @@ def test_drift_curves_drop_zeros_on_log_axis():
     assert len(ax.lines) == 2
     assert len(ax.lines[0].get_xdata()) == 4  # the zero at t = 0 is not drawn on a log axis
     assert ax.get_yscale() == "log"
-    with pytest.raises(ValueError, match="curve 'c'"):
+    with bad_input(match="curve 'c'"):
         plotting.drift_curves(ax, ts, {"c": ts[:3]})
     plt.close(fig)
 
@@ -34,6 +35,6 @@ def test_loss_curves_and_phase_portrait():
     theta = np.linspace(0, 2 * np.pi, 50)
     plotting.phase_portrait(b, np.stack([np.cos(theta), np.sin(theta)], axis=1), label="circle")
     assert len(b.lines) == 1
-    with pytest.raises(ValueError, match=r"\(T, 2\)"):
+    with bad_input(match=r"\(T, 2\)"):
         plotting.phase_portrait(b, np.ones((5, 3)))
     plt.close(fig)

@@ -10,7 +10,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 
-from conftest import float64
+from conftest import bad_input, float64
 from conserved import hnn, param_symmetry, pde, pinn, symmetry
 
 
@@ -61,14 +61,14 @@ def test_fit_with_symmetry_rejects_bad_input():
     x, y = _radial_data(jr.key(0), 8)
     model = eqx.nn.MLP(2, "scalar", 4, 1, key=jr.key(1))
     action = symmetry.rotations(2)
-    with pytest.raises(ValueError, match="strategy"):
+    with bad_input(match="strategy"):
         symmetry.fit_with_symmetry("mirror", model, x, y, action, steps=1, key=jr.key(0))
-    with pytest.raises(ValueError, match="shapes"):
+    with bad_input(match="shapes"):
         symmetry.fit_with_symmetry("none", model, x, y[:4], action, steps=1, key=jr.key(0))
     predict, _ = symmetry.fit_with_symmetry(
         "symmetrise", model, x, y, action, steps=1, key=jr.key(0), num_samples=2
     )
-    with pytest.raises(ValueError, match="key"):
+    with bad_input(match="key"):
         predict(x)
 
 

@@ -3,6 +3,7 @@ learning*. One module per idea; the chapters import them.
 Importing it changes no global JAX setting (see `config.enable_compilation_cache`).
 
 - `config`: quick / full / paper modes, seeds, float64 switch, the compilation cache.
+- `ode`: the symplectic structure J and Diffrax ODE solves that every other module uses.
 - `training`: the one jitted optax training loop.
 - `diagnostics`: drift of conserved quantities, relative errors, summary tables.
 - `plotting`: the book's figure style and recurring plots.
@@ -22,6 +23,7 @@ from . import (
     ecf,
     hnn,
     mechanics,
+    ode,
     operators,
     param_symmetry,
     pde,
@@ -40,6 +42,7 @@ __all__ = [
     "ecf",
     "hnn",
     "mechanics",
+    "ode",
     "operators",
     "param_symmetry",
     "pde",

@@ -33,8 +33,21 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
     """`value` as an int, or a ValueError naming the argument unless it is an int (not a
     bool) of at least `minimum`."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
     return int(value)
+
+
+def non_negative(name: str, value) -> float:
+    """`value` as a float, or a ValueError naming the argument unless it is a number >= 0 (NaN
+    and infinity are refused)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"{name} must be >= 0 and finite, got {value!r}")
+    return number
 
 
 def positive(name: str, value):

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
+from ._checks import positive_int
+
 __all__ = [
     "along",
     "drift",
@@ -76,7 +78,9 @@ def drift(
     return change / jnp.abs(start)
 
 
-def growth_exponent(ts: Float[ArrayLike, " T"], values: Float[ArrayLike, " T"]) -> float:
+def growth_exponent(
+    ts: Float[ArrayLike, " T"] | Sequence[float], values: Float[ArrayLike, " T"] | Sequence[float]
+) -> float:
     """Least-squares slope p of log(values) against log(t): values ~ t**p.
 
     Times t <= 0 and values <= 0 are left out (a drift is exactly 0 at t = 0). An error that stays
@@ -131,8 +135,7 @@ def summary_table(
     """
     if not rows:
         raise ValueError("rows must not be empty")
-    if not isinstance(digits, int) or digits < 1:
-        raise ValueError(f"digits must be a positive int, got {digits!r}")
+    digits = positive_int("digits", digits)
     columns: list[str] = []
     for name, cells in rows.items():
         if not isinstance(cells, Mapping):

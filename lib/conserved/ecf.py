@@ -37,7 +37,7 @@ is never larger (`mse_identity`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import equinox as eqx
 import jax
@@ -47,6 +47,7 @@ import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar
 
 from . import diagnostics, training
+from ._checks import non_negative, positive
 from .operators import rollout
 from .projection import fix_mean, linear_integral
 
@@ -141,13 +142,12 @@ class ConservingOperator(eqx.Module):
     The conserved channels of the output have exactly the input's totals, for any weights.
     """
 
-    backbone: eqx.Module
+    backbone: Callable[[Array], Array]
     dx: float = eqx.field(static=True, default=1.0)
     channels: tuple[int, ...] | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
-        if not self.dx > 0:
-            raise ValueError(f"dx must be positive, got {self.dx!r}")
+        positive("dx", self.dx)
         if self.channels is not None and (
             not isinstance(self.channels, tuple)
             or not all(isinstance(c, int) and c >= 0 for c in self.channels)
@@ -179,7 +179,9 @@ class ConservingOperator(eqx.Module):
         return prediction.at[index].set(fixed)
 
 
-def attach(backbone: eqx.Module, dx: float = 1.0, channels: Sequence[int] | None = None):
+def attach(
+    backbone: Callable[[Array], Array], dx: float = 1.0, channels: Sequence[int] | None = None
+):
     """Staged ECF: put the decoder around an already trained (bare) backbone."""
     return ConservingOperator(backbone, dx, None if channels is None else tuple(channels))
 
@@ -198,7 +200,7 @@ def one_step_loss(
     model: eqx.Module,
     inputs: Float[Array, "batch *c n"],
     targets: Float[Array, "batch *c n"],
-    mass_penalty: float = 0.0,
+    mass_penalty: float | Scalar = 0.0,
 ) -> Scalar:
     """Mean squared one-step error over a batch, plus `mass_penalty` times the mean squared
     error of the grid mean, (mean ū - mean u)², against the *input's* mean (the soft-constraint
@@ -230,7 +232,7 @@ def train(
     key: PRNGKeyArray,
     learning_rate: float = 1e-3,
     batch_size: int = 64,
-    mass_penalty: float = 0.0,
+    mass_penalty: float | Scalar = 0.0,
     progress: bool = True,
     desc: str = "operator",
 ) -> training.TrainResult:
@@ -239,8 +241,7 @@ def train(
     for the bare operator or the first stage of staged ECF, `mass_penalty > 0` for the soft
     constraint."""
     inputs, targets = _check_pairs(inputs, targets)
-    if not mass_penalty >= 0:
-        raise ValueError(f"mass_penalty must be >= 0, got {mass_penalty!r}")
+    mass_penalty = non_negative("mass_penalty", mass_penalty)
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
 
@@ -260,7 +261,7 @@ def train(
 class _Switched(eqx.Module):
     # backbone, then the decoder weighted by `switch` (0: bare, 1: conserving); a traced switch
     # lets bare and conserving members share one compiled training step
-    backbone: eqx.Module
+    backbone: Callable[[Array], Array]
     switch: Array
 
     def __call__(self, u):

@@ -19,6 +19,7 @@ import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar
 
 from . import mechanics, training
+from ._checks import positive_int
 
 __all__ = [
     "HNN",
@@ -33,9 +34,7 @@ __all__ = [
 
 
 def _check_dof(dof) -> int:
-    if isinstance(dof, bool) or not isinstance(dof, int) or dof < 1:
-        raise ValueError(f"dof must be a positive int, got {dof!r}")
-    return dof
+    return positive_int("dof", dof)
 
 
 def _check_input(x: Array, dof: int) -> Array:

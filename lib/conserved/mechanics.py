@@ -10,6 +10,7 @@ equations read x' = J ∇H(x) with J = [[0, I], [-I, 0]].
   symmetry that C generates (Noether).
 - `integrate(H, x0, ts, solver=...)`: trajectories with any Diffrax solver; symplectic solvers
   (`StormerVerlet`, Diffrax's `SemiImplicitEuler`) need a `Separable` Hamiltonian T(p) + V(q).
+- `integrate_many(H, x0s, ts)`: the same, vmapped over a batch of initial states.
 - `StormerVerlet`: the second-order symplectic leapfrog, written as a Diffrax solver.
 """
 
@@ -22,12 +23,11 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from equinox.internal import ω
-from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
+from jaxtyping import Array, ArrayLike, Float, Scalar
 
 from ._checks import require
-from .symmetry import symplectic_matrix
+from .ode import Autonomous, apply_symplectic, check_times, solve_ode, symplectic_matrix
 
 __all__ = [
     "Hamiltonian",
@@ -38,9 +38,7 @@ __all__ = [
     "hamiltonian_vector_field",
     "integrate",
     "integrate_field",
-    "solve_ode",
-    "resolvable_tolerance",
-    "fixed_steps",
+    "integrate_many",
     "flow",
     "poisson_bracket",
     "symplectic_matrix",
@@ -63,12 +61,6 @@ def _check_initial(x: Array, name: str = "x0") -> Array:
     return require(x, jnp.isfinite(x), f"{name} must be finite")
 
 
-def _apply_j(v: Array) -> Array:
-    """J v for v = (a, b): (b, -a), without building J."""
-    n = v.shape[-1] // 2
-    return jnp.concatenate([v[..., n:], -v[..., :n]], axis=-1)
-
-
 class HamiltonianVectorField(eqx.Module):
     """The vector field x -> J ∇H(x) of a Hamiltonian H.
 
@@ -79,22 +71,12 @@ class HamiltonianVectorField(eqx.Module):
     hamiltonian: Hamiltonian
 
     def __call__(self, x: Float[Array, " dim"]) -> Float[Array, " dim"]:
-        return _apply_j(jax.grad(self.hamiltonian)(_check_state(x)))
+        return apply_symplectic(jax.grad(self.hamiltonian)(_check_state(x)))
 
 
 def hamiltonian_vector_field(H: Hamiltonian) -> HamiltonianVectorField:
     """x -> J ∇H(x): Hamilton's equations q' = ∂H/∂p, p' = -∂H/∂q."""
     return HamiltonianVectorField(H)
-
-
-class _Autonomous(eqx.Module):
-    """Diffrax's (t, y, args) signature around an autonomous field y -> f(y), scaled by `scale`."""
-
-    field: Callable[[Array], Array]
-    scale: Array | float = 1.0
-
-    def __call__(self, t, y, args):
-        return self.scale * self.field(y)
 
 
 class _Gradient(eqx.Module):
@@ -119,7 +101,7 @@ def poisson_bracket(F: Hamiltonian, G: Hamiltonian) -> Callable[[Array], Scalar]
         x = _check_state(x)
         if not jnp.issubdtype(x.dtype, jnp.inexact):
             raise ValueError(f"x must be a floating-point state, got dtype {x.dtype}")
-        return jnp.dot(grad_f(x), _apply_j(grad_g(x)))
+        return jnp.dot(grad_f(x), apply_symplectic(grad_g(x)))
 
     return bracket
 
@@ -182,99 +164,6 @@ class StormerVerlet(diffrax.AbstractSolver):
 SYMPLECTIC_SOLVERS = (StormerVerlet, diffrax.SemiImplicitEuler)
 
 
-def _check_times(ts) -> Array:
-    ts = jnp.asarray(ts)
-    if ts.ndim != 1 or ts.shape[0] < 2:
-        raise ValueError(f"ts must be a 1-D array of at least two save times, got shape {ts.shape}")
-    return require(ts, jnp.diff(ts) > 0, "ts must be strictly increasing")
-
-
-def solve_ode(
-    field: Callable[[Array], Array],
-    y0: PyTree,
-    ts: Float[ArrayLike, " T"],
-    *,
-    solver: diffrax.AbstractSolver | None = None,
-    dt0: float | None = None,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
-    max_steps: int = 100_000,
-) -> PyTree:
-    """Integrate the autonomous ODE y' = field(y) from y0 = y(ts[0]); return y at `ts` (every
-    leaf gains a leading time axis).
-
-    With `dt0=None` (default) the step is adaptive (Tsit5 unless `solver` is given, with a PID
-    controller at `rtol`, `atol`); with `dt0` given, the solver takes fixed steps of that size.
-    The tolerances follow the state's dtype: none is taken below 10 ε of that dtype (1.2e-6 in
-    float32), which a step could not resolve anyway; in float64 the defaults hold as written.
-    """
-    ts = _check_times(ts)
-    solver = diffrax.Tsit5() if solver is None else solver
-    if dt0 is None:
-        floor = resolvable_tolerance(y0)
-        controller = diffrax.PIDController(rtol=max(rtol, floor), atol=max(atol, floor))
-    else:
-        if not dt0 > 0:
-            raise ValueError(f"dt0 must be positive, got {dt0!r}")
-        controller = diffrax.ConstantStepSize()
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field if isinstance(field, _Autonomous) else _Autonomous(field)),
-        solver,
-        ts[0],
-        ts[-1],
-        dt0,
-        y0,
-        saveat=diffrax.SaveAt(ts=ts),
-        stepsize_controller=controller,
-        max_steps=max_steps,
-    )
-    return sol.ys
-
-
-def resolvable_tolerance(y: PyTree) -> float:
-    """10 ε of the widest floating dtype among y's leaves: the smallest tolerance an adaptive
-    step can meet (1.2e-6 in float32, 2.2e-15 in float64)."""
-    dtypes = [jnp.result_type(leaf) for leaf in jax.tree.leaves(y)]
-    floating = [d for d in dtypes if jnp.issubdtype(d, jnp.floating)]
-    if not floating:
-        return 0.0
-    return 10 * float(min(jnp.finfo(d).eps for d in floating))
-
-
-def fixed_steps(
-    field: Callable[[Array], Array],
-    y0: PyTree,
-    duration: float,
-    steps: int,
-    *,
-    solver: diffrax.AbstractSolver | None = None,
-) -> PyTree:
-    """y(duration) for the autonomous ODE y' = field(y): `steps` equal steps of a Diffrax solver
-    (explicit `Euler` by default), its `step` iterated in a `lax.scan`.
-
-    Same numbers as `solve_ode(..., dt0=duration / steps)` with `ConstantStepSize`, but without
-    `diffeqsolve`'s adaptive loop and checkpointing: it traces and compiles several times faster
-    and differentiates (also twice) by plain reverse mode. Meant for short, fixed-step solves
-    inside a loss, such as the one-step predictions of a Hamiltonian network.
-    """
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not duration > 0:
-        raise ValueError(f"duration must be positive, got {duration!r}")
-    solver = diffrax.Euler() if solver is None else solver
-    term = diffrax.ODETerm(field if isinstance(field, _Autonomous) else _Autonomous(field))
-    h = duration / steps
-    state = solver.init(term, 0.0, h, y0, None)
-
-    def one(carry, i):
-        y, state = carry
-        y, _, _, state, _ = solver.step(term, i * h, (i + 1) * h, y, None, state, False)
-        return (y, state), None
-
-    (y, _), _ = jax.lax.scan(one, (y0, state), jnp.arange(steps))
-    return y
-
-
 def integrate_field(
     field: Callable[[Array], Array],
     x0: Float[ArrayLike, " dim"],
@@ -322,7 +211,7 @@ def integrate(
     if dt0 is None or not dt0 > 0:
         raise ValueError(f"{type(solver).__name__} takes fixed steps: pass dt0 > 0, got {dt0!r}")
     x0 = _check_initial(x0, "x0")
-    ts = _check_times(ts)
+    ts = check_times(ts)
     n = x0.shape[0] // 2
     terms = (
         diffrax.ODETerm(_Gradient(H.kinetic, 1.0)),
@@ -341,6 +230,20 @@ def integrate(
     return jnp.concatenate(sol.ys, axis=-1)
 
 
+@eqx.filter_jit
+def integrate_many(
+    H: Hamiltonian,
+    x0: Float[ArrayLike, "num dim"],
+    ts: Float[ArrayLike, " T"],
+    *,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+) -> Float[Array, "num T dim"]:
+    """`integrate` vmapped over initial states (adaptive Tsit5), compiled once per Hamiltonian
+    and shape."""
+    return jax.vmap(lambda x: integrate(H, x, ts, rtol=rtol, atol=atol))(jnp.asarray(x0))
+
+
 def flow(
     C: Hamiltonian,
     x: Float[ArrayLike, " dim"],
@@ -356,5 +259,5 @@ def flow(
     Computed as the solution at s = 1 of dy/ds = tau · J ∇C(y), so tau may be traced (vmap, jit).
     """
     x = _check_initial(x, "x")
-    field = _Autonomous(hamiltonian_vector_field(C), jnp.asarray(tau, dtype=x.dtype))
+    field = Autonomous(hamiltonian_vector_field(C), jnp.asarray(tau, dtype=x.dtype))
     return integrate_field(field, x, jnp.array([0.0, 1.0]), rtol=rtol, atol=atol)[-1]

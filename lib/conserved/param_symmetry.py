@@ -34,7 +34,8 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
 from scipy.optimize import linear_sum_assignment
 
-from .mechanics import solve_ode
+from ._checks import positive_int
+from .ode import solve_ode
 
 # ------------------------------------------------------------------------------------------
 # Group actions on parameters
@@ -202,8 +203,7 @@ def optimiser_path(
 
     Returns a pytree whose leaves have a leading axis of length `steps + 1` (the start included).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    steps = positive_int("steps", steps)
     state = optimiser.init(params)
 
     def step(carry, _):
@@ -270,8 +270,7 @@ def weight_matching(
     (Git Re-Basin weight matching): coordinate ascent over layers, each a linear assignment
     problem that maximises Σ ⟨W_a, P W_b⟩ over the weights touching that layer.
     Apply the result with `permute_mlp(mlp_b, perms)`."""
-    if isinstance(max_sweeps, bool) or not isinstance(max_sweeps, int) or max_sweeps < 1:
-        raise ValueError(f"max_sweeps must be a positive int, got {max_sweeps!r}")
+    max_sweeps = positive_int("max_sweeps", max_sweeps)
     if [lay.weight.shape for lay in mlp_a.layers] != [lay.weight.shape for lay in mlp_b.layers]:
         raise ValueError("the two networks must have the same layer shapes")
     wa = [np.asarray(lay.weight) for lay in mlp_a.layers]
@@ -333,7 +332,7 @@ def booth(xy: Float[Array, " 2"]) -> Scalar:
     return jnp.sum(r**2)
 
 
-def booth_rotate(xy: Float[Array, " 2"], angle: Scalar) -> Float[Array, " 2"]:
+def booth_rotate(xy: Float[Array, " 2"], angle: float | Scalar) -> Float[Array, " 2"]:
     """The SO(2) symmetry of Booth's function: rotate the residual r = A xy - c by `angle` and
     map back, xy -> A⁻¹(R(angle) r + c). The loss |r|² is unchanged; the gradient 2Aᵀr is not."""
     a, c = jnp.asarray(_BOOTH_A), jnp.asarray(_BOOTH_C)

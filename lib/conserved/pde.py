@@ -30,10 +30,11 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.scipy.integrate
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar
 
+from ._checks import non_negative, positive_int
 from ._checks import positive as _positive
-from .mechanics import solve_ode
+from .ode import solve_ode
 
 __all__ = [
     "periodic_grid",
@@ -54,10 +55,8 @@ __all__ = [
 
 def periodic_grid(n: int, length: float, start: float = 0.0) -> tuple[Float[Array, " n"], float]:
     """n equally spaced points on [start, start + length), and the spacing dx."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 4:
-        raise ValueError(f"n must be an int >= 4, got {n!r}")
-    if not length > 0:
-        raise ValueError(f"length must be positive, got {length!r}")
+    n = positive_int("n", n, 4)
+    length = _positive("length", length)
     dx = length / n
     return start + dx * jnp.arange(n), dx
 
@@ -69,7 +68,7 @@ def cell_centres(n: int, length: float, start: float = 0.0) -> tuple[Float[Array
 
 
 def spectral_derivative(
-    u: Float[Array, "... n"], length: float, order: int = 1
+    u: Float[Array, "... n"], length: float | Scalar, order: int = 1
 ) -> Float[Array, "... n"]:
     """d^order u / dx^order of a periodic field, by FFT (the Nyquist mode is dropped for odd
     orders)."""
@@ -106,8 +105,7 @@ def advection_rhs(beta: float, length: float) -> Callable[[Array], Array]:
 
 def burgers_rhs(nu: float, length: float) -> Callable[[Array], Array]:
     """u_t = -(u²/2)_x + ν u_xx, periodic (conservative form, so the discrete mass is kept)."""
-    if not nu > 0:
-        raise ValueError(f"nu must be positive, got {nu!r}")
+    nu = _positive("nu", nu)
     length = _positive("length", length)
     return lambda u: (
         -spectral_derivative(0.5 * u**2, length) + nu * spectral_derivative(u, length, 2)
@@ -124,8 +122,7 @@ def kdv_rhs(delta: float, length: float) -> Callable[[Array], Array]:
 
 def heat_neumann_rhs(kappa: float, dx: float) -> Callable[[Array], Array]:
     """u_t = κ u_xx on cells with insulated (zero-flux) ends."""
-    if not kappa > 0:
-        raise ValueError(f"kappa must be positive, got {kappa!r}")
+    kappa = _positive("kappa", kappa)
     dx = _positive("dx", dx)
     return lambda u: kappa * _neumann_laplacian(u, dx)
 
@@ -218,15 +215,11 @@ def random_cosine_fields(
     zero over the cell centres, so the grid mean of u is m: the total dx Σ u = m · length differs
     from field to field.
     """
-    for name, value in (("count", count), ("modes", modes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 4:
-        raise ValueError(f"n must be an int >= 4, got {n!r}")
+    count, modes = positive_int("count", count), positive_int("modes", modes)
+    n = positive_int("n", n, 4)
     if modes >= 2 * n:
         raise ValueError(f"modes must be below 2n = {2 * n} (aliasing), got {modes}")
-    if not mean_range >= 0:
-        raise ValueError(f"mean_range must be >= 0, got {mean_range!r}")
+    mean_range = non_negative("mean_range", mean_range)
     x, _ = cell_centres(n, length)
     k_amplitude, k_mean = jr.split(key)
     ks = jnp.arange(1, modes + 1)

@@ -30,9 +30,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
-from . import config, projection
+from . import config, projection, training
+from ._checks import positive_int
 
 __all__ = [
+    "FieldNetwork",
     "MODES",
     "PINN",
     "Constraints",
@@ -53,6 +55,11 @@ __all__ = [
 
 
 MODES = ("none", "linear", "quadratic", "joint")
+
+
+FieldNetwork = Callable[[Scalar, Scalar], Scalar]
+"""A network u(x, t) -> scalar at one point, such as a `PINN` (any callable of that shape
+works: the tests pass closed-form solutions)."""
 
 
 class PINN(eqx.Module):
@@ -103,7 +110,7 @@ class Fields(NamedTuple):
     u_xxx: Array | None = None
 
 
-def _raw(model: PINN, x: Array, t: Scalar, order: int = 2):
+def _raw(model: FieldNetwork, x: Array, t: Scalar, order: int = 2):
     """u, u_t and the x-derivatives up to `order` of the bare network at the grid x, one time t
     (each (n,))."""
 
@@ -143,7 +150,7 @@ def coefficient_derivatives(
 
 
 def fields(
-    model: PINN,
+    model: FieldNetwork,
     x: Float[Array, " n"],
     dx: float,
     ts: Float[Array, " T"],
@@ -180,7 +187,7 @@ def fields(
 
 
 def predict(
-    model: PINN,
+    model: FieldNetwork,
     x,
     dx,
     ts,
@@ -241,7 +248,7 @@ def allen_cahn_residual(f: Fields, epsilon: float) -> Array:
 
 
 def pinn_loss(
-    model: PINN,
+    model: FieldNetwork,
     *,
     x: Float[Array, " n"],
     dx: float,
@@ -250,7 +257,7 @@ def pinn_loss(
     residual: Callable[[Fields], Array],
     constraints: Constraints | None = None,
     soft: Constraints | None = None,
-    soft_weight: float = 10.0,
+    soft_weight: float | Scalar = 10.0,
     length: float | None = None,
     order: int = 2,
 ) -> Scalar:
@@ -280,7 +287,7 @@ def pinn_loss(
 
 def train_adam_lbfgs(
     loss: Callable[[PINN], Scalar],
-    model: PINN,
+    model: FieldNetwork,
     *,
     adam_steps: int,
     lbfgs_steps: int,
@@ -292,8 +299,6 @@ def train_adam_lbfgs(
     line search; skipped when `lbfgs_steps=0`) on a full-batch loss `loss(model)`. Returns the
     model and all losses."""
     import optax
-
-    from . import training
 
     step_loss = lambda m, batch, k: loss(m)  # noqa: E731
     k1, k2 = jax.random.split(key)
@@ -394,13 +399,10 @@ def train_together(
     """
     import optax
 
-    from . import training
-
     models = list(models)
     if not models:
         raise ValueError("models must contain at least one model")
-    if lbfgs_steps < 0:
-        raise ValueError(f"lbfgs_steps must be >= 0, got {lbfgs_steps!r}")
+    lbfgs_steps = positive_int("lbfgs_steps", lbfgs_steps, 0)
     count = len(models)
     if args is None:
         args = jnp.zeros(count)

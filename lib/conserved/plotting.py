@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
+from ._checks import positive, positive_int
+
 #: Colour-blind-safe palette (Okabe & Ito), in the order the book assigns to compared methods.
 __all__ = [
     "PALETTE",
@@ -61,11 +63,8 @@ def figure(ncols: int = 1, nrows: int = 1, *, height: float = 3.0, width: float 
     Returns `(fig, axes)`; `axes` is a single axis when the grid is 1×1, otherwise an array
     (squeezed as in `plt.subplots`).
     """
-    for name, value in (("ncols", ncols), ("nrows", nrows)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not (height > 0 and width > 0):
-        raise ValueError(f"height and width must be positive, got {height!r} and {width!r}")
+    ncols, nrows = positive_int("ncols", ncols), positive_int("nrows", nrows)
+    height, width = positive("height", height), positive("width", width)
     return plt.subplots(nrows, ncols, figsize=(width, height * nrows), **kw)
 
 

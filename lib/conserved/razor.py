@@ -43,9 +43,12 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, Scalar
 
-from . import mechanics, systems, training
+from . import mechanics, training
+from ._checks import non_negative
+from ._checks import positive as _positive
 from ._checks import positive_int as _positive_int
-from .symmetry import expm, symplectic_matrix
+from .ode import apply_symplectic, fixed_steps, symplectic_matrix
+from .symmetry import expm
 
 __all__ = [
     "ElboTerms",
@@ -424,9 +427,7 @@ class _Field(eqx.Module):
     hamiltonian: Callable
 
     def __call__(self, x):
-        grad = jax.grad(lambda y: jnp.sum(self.hamiltonian(y)))(x)
-        half = x.shape[-1] // 2
-        return jnp.concatenate([grad[..., half:], -grad[..., :half]], axis=-1)
+        return apply_symplectic(jax.grad(lambda y: jnp.sum(self.hamiltonian(y)))(x))
 
 
 class RazorHNN(eqx.Module):
@@ -510,9 +511,9 @@ class RazorHNN(eqx.Module):
         substeps: int,
     ) -> Float[Array, "N M"]:
         """The state after time `dt`: `substeps` explicit Euler steps of J ∇Ĥ (Diffrax's `Euler`
-        with constant steps, via `mechanics.fixed_steps`)."""
+        with constant steps, via `ode.fixed_steps`)."""
         field = _Field(lambda y: self.hamiltonian(weights, elements, y))
-        return mechanics.fixed_steps(field, x, dt, substeps)
+        return fixed_steps(field, x, dt, substeps)
 
 
 def transitions(
@@ -540,22 +541,20 @@ def dataset(
     of length `dt`, cut into N = B·steps pairs (x_t, x_{t+dt}). `noise_variance > 0` adds
     N(0, σ² I) noise to the targets (needs `key`).
 
-    Each step of `dt` is `substeps` fixed Tsit5 steps (`mechanics.fixed_steps`, local error of
+    Each step of `dt` is `substeps` fixed Tsit5 steps (`ode.fixed_steps`, local error of
     order (dt/substeps)⁵, far below the noise); `substeps=None` integrates adaptively instead
-    (`systems.integrate_many`, rtol 1e-8), which compiles several times more slowly."""
+    (`mechanics.integrate_many`, rtol 1e-8), which compiles several times more slowly."""
     x0 = jnp.asarray(x0)
     if x0.ndim != 2:
         raise ValueError(f"x0 must have shape (B, M), got {x0.shape}")
     steps = _positive_int("steps", steps)
-    if not dt > 0:
-        raise ValueError(f"dt must be positive, got {dt!r}")
-    if noise_variance < 0:
-        raise ValueError(f"noise_variance must be >= 0, got {noise_variance!r}")
+    dt = _positive("dt", dt)
+    noise_variance = non_negative("noise_variance", noise_variance)
     if noise_variance > 0 and key is None:
         raise ValueError("noise_variance > 0 needs a key")
     key = jr.key(0) if key is None else key  # unused without noise
     if substeps is None:
-        trajs = systems.integrate_many(hamiltonian, x0, dt * jnp.arange(steps + 1.0))
+        trajs = mechanics.integrate_many(hamiltonian, x0, dt * jnp.arange(steps + 1.0))
         return _noisy_transitions(trajs, key, float(noise_variance))
     field = mechanics.hamiltonian_vector_field(hamiltonian)
     substeps = _positive_int("substeps", substeps)
@@ -572,10 +571,8 @@ def _noisy_transitions(trajs, key, noise_variance):
 @eqx.filter_jit
 def _fixed_step_dataset(field, x0, dt, steps, substeps, key, noise_variance):
     """`dataset` with fixed Tsit5 steps, in one compiled call: each step of `dt` is `substeps`
-    steps of `mechanics.fixed_steps`."""
-    advance = jax.vmap(
-        lambda x: mechanics.fixed_steps(field, x, dt, substeps, solver=diffrax.Tsit5())
-    )
+    steps of `ode.fixed_steps`."""
+    advance = jax.vmap(lambda x: fixed_steps(field, x, dt, substeps, solver=diffrax.Tsit5()))
 
     def one(x, _):
         x = advance(x)
@@ -587,8 +584,7 @@ def _fixed_step_dataset(field, x0, dt, steps, substeps, key, noise_variance):
 
 
 def _check_noise_variance(noise_variance) -> None:
-    if not noise_variance > 0:
-        raise ValueError(f"noise_variance must be > 0, got {noise_variance!r}")
+    _positive("noise_variance", noise_variance)
 
 
 def _gaussian_nll(prediction: Array, target: Array, variance: float) -> Array:
@@ -617,7 +613,7 @@ def negative_elbo(
     substeps: int = 10,
     noise_variance: float = 1e-3,
     mc_samples: int = 2,
-    kl_weight: float = 1.0,
+    kl_weight: float | Scalar = 1.0,
 ) -> Scalar:
     """The per-data-point negative ELBO on a minibatch, estimated with `mc_samples` networks
     (each with its own S group elements):
@@ -802,7 +798,7 @@ def train(
     substeps: int = 10,
     noise_variance: float = 1e-3,
     mc_samples: int = 2,
-    kl_weight: float = 1.0,
+    kl_weight: float | Scalar = 1.0,
     lr_network: float = 1e-3,
     lr_quadratics: float = 1e-2,
     progress: bool = True,
@@ -817,8 +813,7 @@ def train(
     x, _ = _check_batch(data, model.dim)
     steps = _positive_int("steps", steps)
     _check_noise_variance(noise_variance)
-    if not kl_weight >= 0:
-        raise ValueError(f"kl_weight must be >= 0, got {kl_weight!r}")
+    kl_weight = non_negative("kl_weight", kl_weight)
     objective = _Objective(
         kl_weight=jnp.asarray(kl_weight, dtype=x.dtype),
         num_data=x.shape[0],

@@ -26,6 +26,10 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Scalar
 
+from . import training
+from ._checks import positive_int
+from .ode import symplectic_matrix
+
 # --------------------------------------------------------------------------------------------
 # Lie algebra bases
 # --------------------------------------------------------------------------------------------
@@ -69,12 +73,6 @@ __all__ = [
 ]
 
 
-def _dimension(name: str, n, minimum: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {n!r}")
-    return n
-
-
 def _unit(n: int, i: int, j: int) -> Array:
     return jnp.zeros((n, n)).at[i, j].set(1.0)
 
@@ -84,30 +82,22 @@ def so_basis(n: int) -> Float[Array, "d n n"]:
 
     For n = 2 the one generator [[0, -1], [1, 0]] rotates counter-clockwise.
     """
-    n = _dimension("n", n, 2)
+    n = positive_int("n", n, 2)
     return jnp.stack([_unit(n, j, i) - _unit(n, i, j) for i in range(n) for j in range(i + 1, n)])
 
 
 def translation_basis(n: int) -> Float[Array, "n h h"]:
     """Generators of the translations of R^n as homogeneous (n+1)×(n+1) matrices."""
-    n = _dimension("n", n, 1)
+    n = positive_int("n", n, 1)
     return jnp.stack([_unit(n + 1, i, n) for i in range(n)])
 
 
 def se_basis(n: int) -> Float[Array, "d h h"]:
     """Basis of se(n) in homogeneous coordinates: the rotations of so(n) in the top-left block,
     then the n translations; d = n(n-1)/2 + n."""
-    n = _dimension("n", n, 2)
+    n = positive_int("n", n, 2)
     rotations = jnp.pad(so_basis(n), ((0, 0), (0, 1), (0, 1)))
     return jnp.concatenate([rotations, translation_basis(n)])
-
-
-def symplectic_matrix(dof: int) -> Float[Array, "dim dim"]:
-    """J = [[0, I], [-I, 0]] for `dof` degrees of freedom; Hamilton's equations read x' = J ∇H."""
-    dof = _dimension("dof", dof, 1)
-    eye = jnp.eye(dof)
-    zero = jnp.zeros((dof, dof))
-    return jnp.block([[zero, eye], [-eye, zero]])
 
 
 def u_basis(n: int) -> Float[Array, "d dim dim"]:
@@ -118,7 +108,7 @@ def u_basis(n: int) -> Float[Array, "d dim dim"]:
     with J: the intersection so(2n) ∩ sp(2n). The first n(n-1)/2 elements come from X, the
     remaining n(n+1)/2 from Y (the last n of them are diagonal in Y).
     """
-    n = _dimension("n", n, 1)
+    n = positive_int("n", n, 1)
     zero = jnp.zeros((n, n))
     xs = [jnp.block([[x, zero], [zero, x]]) for x in (so_basis(n) if n > 1 else [])]
     sym = [_unit(n, i, j) + _unit(n, j, i) for i in range(n) for j in range(i + 1, n)]
@@ -257,7 +247,7 @@ def apply_rigid_to_phase_space(
     move as q_i -> R q_i + t, momenta rotate as p_i -> R p_i.
     """
     g, state = jnp.asarray(g), jnp.asarray(state)
-    dim = _dimension("dim", dim, 1)
+    dim = positive_int("dim", dim, 1)
     if g.shape != (dim + 1, dim + 1):
         raise ValueError(f"g must have shape {(dim + 1, dim + 1)} for dim={dim}, got {g.shape}")
     size = state.shape[-1]
@@ -284,7 +274,7 @@ def unitary_real_form(u: ArrayLike) -> Float[Array, "*batch dim dim"]:
 
 def random_rotation(key: PRNGKeyArray, n: int) -> Float[Array, "n n"]:
     """A Haar-uniform rotation of SO(n) (QR of a Gaussian matrix, signs fixed, det = +1)."""
-    n = _dimension("n", n, 2)
+    n = positive_int("n", n, 2)
     q, r = jnp.linalg.qr(jr.normal(key, (n, n)))
     q = q * jnp.sign(jnp.diag(r))
     flip = jnp.where(jnp.linalg.det(q) < 0, -1.0, 1.0)
@@ -293,7 +283,7 @@ def random_rotation(key: PRNGKeyArray, n: int) -> Float[Array, "n n"]:
 
 def random_unitary(key: PRNGKeyArray, n: int) -> Float[Array, "dim dim"]:
     """A Haar-uniform element of U(n), returned in its real 2n×2n form (acting on (q, p))."""
-    n = _dimension("n", n, 1)
+    n = positive_int("n", n, 1)
     re_key, im_key = jr.split(key)
     z = (jr.normal(re_key, (n, n)) + 1j * jr.normal(im_key, (n, n))) / math.sqrt(2.0)
     q, r = jnp.linalg.qr(z)
@@ -337,32 +327,31 @@ class GroupAction(eqx.Module):
 
     def sample_many(self, key: PRNGKeyArray, num: int) -> Array:
         """`num` independent group elements, stacked on a leading axis."""
-        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-            raise ValueError(f"num must be a positive int, got {num!r}")
+        num = positive_int("num", num)
         return jax.vmap(self.sample)(jr.split(key, num))
 
 
 def rotations(n: int) -> GroupAction:
     """SO(n) acting on points `(..., n)` by rotation, Haar-sampled."""
-    n = _dimension("n", n, 2)
+    n = positive_int("n", n, 2)
     return GroupAction(lambda key: random_rotation(key, n), apply_linear)
 
 
 def rigid_motions(n: int, scale: float = 1.0) -> GroupAction:
     """SE(n) acting on points `(..., n)`; translations drawn from N(0, scale² I)."""
-    n = _dimension("n", n, 2)
+    n = positive_int("n", n, 2)
     return GroupAction(lambda key: random_rigid_motion(key, n, scale), apply_affine)
 
 
 def unitary(n: int) -> GroupAction:
     """U(n) acting on phase-space states `(..., 2n)` of n oscillators, Haar-sampled."""
-    n = _dimension("n", n, 1)
+    n = positive_int("n", n, 1)
     return GroupAction(lambda key: random_unitary(key, n), apply_linear)
 
 
 def cyclic_rotations(order: int) -> GroupAction:
     """The finite group C_order of plane rotations by multiples of 2π/order, on 2-D points."""
-    order = _dimension("order", order, 1)
+    order = positive_int("order", order, 1)
 
     def enumerate_all():
         return planar_rotation(2 * jnp.pi * jnp.arange(order) / order)
@@ -377,7 +366,7 @@ def permutations_of_points(num_points: int) -> GroupAction:
     """The symmetric group S_N permuting the rows of a point set `(..., N, n)` (finite, N <= 6)."""
     import itertools
 
-    num_points = _dimension("num_points", num_points, 1)
+    num_points = positive_int("num_points", num_points, 1)
     if num_points > 6:
         raise ValueError(
             f"num_points must be at most 6 to list all N! permutations, got {num_points}"
@@ -555,7 +544,7 @@ def fit_with_symmetry(
     key: PRNGKeyArray,
     learning_rate: float = 3e-3,
     batch_size: int = 64,
-    num_samples: int = 16,
+    num_samples: int | None = 16,
     progress: bool = False,
 ):
     """Fit a scalar regression model y ≈ model(x) with one of three treatments of a symmetry.
@@ -571,8 +560,6 @@ def fit_with_symmetry(
     **Returns:** `(predict, result)`: `predict(x_batch, key) -> (N,)` predictions (the key draws
     the orbit-average samples; other strategies ignore it) and the `TrainResult`.
     """
-    from . import training  # local import: training does not depend on symmetry
-
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     x, y = jnp.asarray(x), jnp.asarray(y)
@@ -615,8 +602,6 @@ class _SymmetryLoss(eqx.Module):
     action: GroupAction
 
     def __call__(self, model, batch, key: PRNGKeyArray) -> Array:
-        from . import training  # local import: training does not depend on symmetry
-
         xs, ys = batch
         move_key, orbit_key = jr.split(key)
         if self.strategy == "augment":

@@ -30,6 +30,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
 from . import mechanics
+from ._checks import non_negative
 from ._checks import positive as _positive
 from ._checks import positive_int as _positive_int
 from .symmetry import u_basis
@@ -43,7 +44,6 @@ __all__ = [
     "n_body",
     "n_body_quadratic_invariants",
     "scattered_n_body_states",
-    "integrate_many",
     "trajectories",
     "derivative_dataset",
 ]
@@ -364,15 +364,6 @@ def _sample_pair(key, num, dim, masses, gravity):
 # --------------------------------------------------------------------------------------------
 
 
-@eqx.filter_jit
-def integrate_many(
-    hamiltonian, x0: Float[Array, "num dim"], ts: Float[Array, " T"], *, rtol=1e-8, atol=1e-10
-) -> Float[Array, "num T dim"]:
-    """`mechanics.integrate` vmapped over initial states (adaptive Tsit5), compiled once per
-    Hamiltonian and shape."""
-    return jax.vmap(lambda x: mechanics.integrate(hamiltonian, x, ts, rtol=rtol, atol=atol))(x0)
-
-
 def trajectories(
     system: System,
     key: PRNGKeyArray,
@@ -388,11 +379,10 @@ def trajectories(
     `noise > 0` adds independent N(0, noise²) noise to every saved state (not to the dynamics).
     """
     num = _positive_int("num", num)
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    noise = non_negative("noise", noise)
     init_key, noise_key = jr.split(key)
     x0 = system.sample(init_key, num)
-    ys = integrate_many(system.hamiltonian, x0, jnp.asarray(ts), rtol=rtol, atol=atol)
+    ys = mechanics.integrate_many(system.hamiltonian, x0, jnp.asarray(ts), rtol=rtol, atol=atol)
     if noise > 0:
         ys = ys + noise * jr.normal(noise_key, ys.shape)
     return ys
@@ -403,8 +393,7 @@ def derivative_dataset(
 ) -> tuple[Float[Array, "N dim"], Float[Array, "N dim"]]:
     """States along `num` random trajectories, flattened to `(num·T, 2n)`, with their exact time
     derivatives J ∇H(x) as targets (noise, if any, is added to the states only)."""
-    if not noise >= 0:
-        raise ValueError(f"noise must be >= 0 (a standard deviation), got {noise!r}")
+    noise = non_negative("noise", noise)
     traj_key, noise_key = jr.split(key)
     states = trajectories(system, traj_key, num, ts).reshape(-1, 2 * system.dof)
     derivatives = jax.vmap(mechanics.hamiltonian_vector_field(system.hamiltonian))(states)
