@@ -85,7 +85,9 @@ def read_chapter(path: str | Path) -> nbformat.NotebookNode:
     return jupytext.read(path)
 
 
-def _regions(source: str, begin: str, end: str) -> tuple[list[str], list[str], int]:
+def _regions(
+    source: str, begin: str, end: str
+) -> tuple[list[str | tuple[str, str]], list[str], int]:
     """Split cell source into (lines kept with each region replaced by a marker, region lines,
     number of regions). Raises on unbalanced markers."""
     kept, inside, regions, count = [], False, [], 0
