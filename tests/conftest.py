@@ -18,14 +18,20 @@ def key():
 
 
 @contextlib.contextmanager
-def float64():
-    """Run a block in float64, restoring the previous setting afterwards."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
+def _temporarily(config, name: str, value):
+    """Set `config`'s option `name` (JAX's or jaxtyping's: both have `update`) for a block,
+    restoring the previous value afterwards."""
+    previous = getattr(config, name)
+    config.update(name, value)
     try:
         yield
     finally:
-        jax.config.update("jax_enable_x64", previous)
+        config.update(name, previous)
+
+
+def float64():
+    """Run a block in float64, restoring the previous setting afterwards."""
+    return _temporarily(jax.config, "jax_enable_x64", True)
 
 
 @pytest.fixture
@@ -35,7 +41,6 @@ def x64():
         yield
 
 
-@contextlib.contextmanager
 def unchecked_types():
     """Run a block without jaxtyping's runtime type checks (which `make test` switches on for
     the package: pyproject's `--jaxtyping-packages`), so that a deliberately bad argument
@@ -43,12 +48,7 @@ def unchecked_types():
     checker, gets. Tests of bad input use it; every other test runs checked."""
     import jaxtyping
 
-    previous = jaxtyping.config.jaxtyping_disable
-    jaxtyping.config.update("jaxtyping_disable", True)
-    try:
-        yield
-    finally:
-        jaxtyping.config.update("jaxtyping_disable", previous)
+    return _temporarily(jaxtyping.config, "jaxtyping_disable", True)
 
 
 @pytest.fixture

@@ -33,10 +33,6 @@ __all__ = [
 ]
 
 
-def _check_dof(dof) -> int:
-    return positive_int("dof", dof)
-
-
 def _check_input(x: Array, dof: int) -> Array:
     x = jnp.asarray(x)
     if x.shape != (2 * dof,):
@@ -51,7 +47,7 @@ class HNN(eqx.Module):
     dof: int = eqx.field(static=True)
 
     def __init__(self, dof: int, *, width: int = 64, depth: int = 2, key: PRNGKeyArray):
-        self.dof = _check_dof(dof)
+        self.dof = positive_int("dof", dof)
         self.mlp = eqx.nn.MLP(2 * dof, "scalar", width, depth, activation=jax.nn.softplus, key=key)
 
     def hamiltonian(self, x: Float[Array, " dim"]) -> Scalar:
@@ -69,7 +65,7 @@ class NeuralODE(eqx.Module):
     dof: int = eqx.field(static=True)
 
     def __init__(self, dof: int, *, width: int = 64, depth: int = 2, key: PRNGKeyArray):
-        self.dof = _check_dof(dof)
+        self.dof = positive_int("dof", dof)
         self.mlp = eqx.nn.MLP(2 * dof, 2 * dof, width, depth, activation=jax.nn.softplus, key=key)
 
     def __call__(self, x: Float[Array, " dim"]) -> Float[Array, " dim"]:
