@@ -63,11 +63,13 @@ quick-book: $(STAMP)
 # The browser tests (tests/test_check_html.py) need Chromium: installed here when it can be
 # (as root); elsewhere they skip and say why (under CI=true they fail instead).
 # Tests run in TEST_WORKERS processes (pytest-xdist); the book build (one module) and each
-# chapter's two tests (one class) stay on one worker (loadscope), so nothing executes twice.
+# chapter's two tests (one class) stay on one worker (loadscope). Each chapter executes once:
+# its graded run is staged as the quick book's execution (tests/test_notebooks.py). The
+# chapters go first, longest first, and the book last (tests/conftest.py orders them).
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	@$(MAKE) --no-print-directory browser || echo "make test: no Chromium, the browser tests will skip"
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # Headless Chromium for the browser check: Debian's package, installed by apt-get when missing
 # (Playwright drives this system browser; it never downloads one of its own).

@@ -7,14 +7,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_notebooks import toc_chapters
 
 from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
-def quick_book() -> Path:
+def quick_book(graded) -> Path:
     """The book in quick mode, built where `make quick-book` puts it (_build/quick), so that
-    `make check-html HTML_DIR=_build/quick/_build/html` (as .ci/run does) reuses this build."""
+    `make check-html HTML_DIR=_build/quick/_build/html` (as .ci/run does) reuses this build.
+
+    Every chapter is graded first (tests/test_notebooks.py: once per session, on whichever
+    worker asks first), which stages its run into the quick book's execution cache: the build
+    shows the graded run's outputs and executes no chapter itself."""
+    for chapter in toc_chapters():
+        graded(chapter)
     out = ROOT / "_build" / "quick"
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "CONSERVED_MODE")}
     env["CONSERVED_QUICK"] = "1"
@@ -35,6 +42,7 @@ def quick_book() -> Path:
         text=True,
         timeout=1800,
     )
+    (out / "build.log").write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     BUILD_LOG.append(proc.stdout)
     return out / "_build" / "html"
@@ -59,9 +67,20 @@ def test_book_executes_through_the_execution_cache_of_its_mode(quick_book):
 
 
 @pytest.mark.book
-def test_book_builds_with_every_toc_page(quick_book):
-    from test_notebooks import toc_chapters
+def test_book_shows_the_graded_runs_and_executes_no_chapter(quick_book):
+    """Each chapter executes once per `make test`: the book takes its graded run from the cache
+    (staged by tests/test_notebooks.py). A library file edited while the suite runs changes the
+    cache's key, and the build then executes the chapters itself: this test says so."""
+    log = BUILD_LOG[-1]
+    for chapter in toc_chapters():
+        assert f"{chapter}.md: Using cached notebook" in log, (
+            f"the book build executed {chapter} again instead of showing its graded run"
+        )
+        assert f"{chapter}.md: Executing notebook" not in log, chapter
 
+
+@pytest.mark.book
+def test_book_builds_with_every_toc_page(quick_book):
     assert (quick_book / "index.html").is_file()
     for chapter in toc_chapters():
         assert (quick_book / f"{chapter}.html").is_file(), chapter

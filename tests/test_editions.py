@@ -343,8 +343,36 @@ def test_a_rebuild_executes_exactly_what_changed(rebuilds, change, expected):
     assert rebuilds[change][0] == expected
 
 
-def test_a_rebuild_with_nothing_changed_takes_under_a_minute(rebuilds):
-    assert rebuilds["warm"][1] < 60
+def test_a_graded_run_staged_into_the_cache_is_not_executed_again(tmp_path, monkeypatch):
+    """tests/test_notebooks.py's path, on the tiny book: the autograder records a chapter's
+    outputs, `editions.stage_executed` puts them in the build's cache, and the build shows them
+    without executing that chapter (the other still executes)."""
+    from conserved import assignments
+
+    folder = tinybook.make(tmp_path / "book")
+    alpha = folder / "chapters" / "01_alpha.md"
+    monkeypatch.setenv(  # the grader's kernel starts elsewhere: tinylib through PYTHONPATH
+        "PYTHONPATH", os.pathsep.join([str(folder / "lib"), os.environ.get("PYTHONPATH", "")])
+    )
+    recorded = tmp_path / "alpha.ipynb"
+    report = assignments.grade(alpha, source=alpha, mode="quick", record=recorded)
+    assert report.total == report.maximum == 1, report.table()
+    nb = nbformat.read(recorded, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [o.text for o in code[0].outputs] == ["alpha: 4.5\n"]
+    assert "image/png" in code[1].outputs[-1].data  # the figure
+    assert code[-1].outputs == []  # the check ran in the grader's checker, not the kernel
+    changed = nbformat.from_dict(json.loads(json.dumps(nb)))
+    changed.cells[-1].source += "\n# another line"
+    with pytest.raises(ValueError, match="code cells are not the"):
+        editions.stage_executed(folder, alpha, changed, {"CONSERVED_MODE": "quick"})
+    staged = editions.stage_executed(folder, alpha, nb, {"CONSERVED_MODE": "quick"})
+    assert staged.name.startswith("quick-")
+    log = tmp_path / "executed.log"
+    tinybook.build(folder, "--all", log=log)
+    assert log.read_text().split() == ["beta"]
+    page = (folder / "_build" / "html" / "chapters" / "01_alpha.html").read_text()
+    assert "alpha: 4.5" in page and re.search(r"<img[^>]+\.png", page)
 
 
 # 6. What a build cost ---------------------------------------------------------------------

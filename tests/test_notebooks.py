@@ -16,12 +16,20 @@ own solution would give a student marks for nothing, and it is caught here even 
 unsolved exercise would hide it in a whole student run. (The whole release -> grade -> zero path
 is tested on a small chapter in tests/test_assignments.py.) Executing the student edition as a
 second full run would cost another execution of every chapter's training for no more evidence.
+
+The graded run is also the quick book's execution: the grader records the outputs its kernel
+displays, and a chapter that ran clean with full marks is staged into the quick book's execution
+cache (tools/editions.py `stage_executed`), so tests/test_book.py builds the book without
+executing any chapter again. One graded run per chapter per session is shared by every xdist
+worker (the `graded` fixture of conftest.py: a file lock, then a pickled report).
 """
 
 import collections
-import functools
+import fcntl
 import json
+import pickle
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -112,18 +120,60 @@ def with_student_probes(source: Path) -> nbformat.NotebookNode:
     return nb
 
 
-@functools.cache
-def graded(chapter: str) -> assignments.GradeReport:
-    """One graded run of the chapter with its student probes (shared by the two tests)."""
-    return grade_with_probes(ROOT / f"{chapter}.md")
+class GradedRuns:
+    """One graded run of each chapter (with its student probes) per test session, shared by
+    every xdist worker through `folder`: the first worker to ask grades the chapter under a file
+    lock, stages it into the quick book's cache and pickles the report; a worker that asks
+    meanwhile waits for the lock, then reads the report."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._reports: dict[str, assignments.GradeReport] = {}
+
+    def __call__(self, chapter: str) -> assignments.GradeReport:
+        if chapter not in self._reports:
+            name = Path(chapter).name
+            result = self.folder / f"{name}.report.pickle"
+            with open(self.folder / f"{name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not result.exists():
+                    result.write_bytes(pickle.dumps(grade_and_stage(ROOT / f"{chapter}.md")))
+            self._reports[chapter] = pickle.loads(result.read_bytes())
+        return self._reports[chapter]
 
 
-def grade_with_probes(source: Path) -> assignments.GradeReport:
+def grade_and_stage(source: Path) -> assignments.GradeReport:
+    """Grade the chapter with its probes; when it ran clean with full marks, stage the recorded
+    outputs (probe cells removed) as the quick book's execution of the chapter."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import editions
+
+    with tempfile.TemporaryDirectory(prefix="conserved-recorded-") as tmp:
+        recorded = Path(tmp) / f"{source.stem}.ipynb"
+        report = grade_with_probes(source, record=recorded)
+        errors, _ = _split(report)
+        if not errors and report.total == report.maximum > 0 and recorded.exists():
+            nb = nbformat.read(recorded, as_version=4)
+            nb.cells = [c for c in nb.cells if not _is_probe(c)]
+            editions.stage_executed(ROOT, source, nb, {"CONSERVED_QUICK": "1"}, report.seconds)
+    return report
+
+
+def _is_probe(cell) -> bool:
+    return cell.cell_type == "code" and PROBE_MARK in cell.source
+
+
+def grade_with_probes(source: Path, record: Path | None = None) -> assignments.GradeReport:
     with tempfile.TemporaryDirectory(prefix="conserved-probed-") as tmp:
         submission = Path(tmp) / f"{source.stem}.ipynb"
         nbformat.write(with_student_probes(source), submission)
         return assignments.grade(
-            submission, source=source, mode="quick", cell_timeout=600, total_timeout=1800
+            submission,
+            source=source,
+            mode="quick",
+            cell_timeout=600,
+            total_timeout=1800,
+            record=record,
         )
 
 
@@ -142,7 +192,7 @@ def test_probe_cells_sit_before_each_solution_and_parse():
     chapter = ROOT / f"{toc_chapters()[0]}.md"
     nb = with_student_probes(chapter)
     exercises, _ = assignments.analyse(assignments.read_chapter(chapter))
-    probes = [c for c in nb.cells if c.cell_type == "code" and PROBE_MARK in c.source]
+    probes = [c for c in nb.cells if _is_probe(c)]
     assert len(probes) == len(exercises)
     for probe in probes:
         compile(probe.source, "<probe>", "exec")
@@ -263,7 +313,7 @@ class _Chapter:
     chapter: str
 
     @pytest.mark.notebook
-    def test_runs_in_quick_mode_and_scores_full_marks(self):
+    def test_runs_in_quick_mode_and_scores_full_marks(self, graded):
         report = graded(self.chapter)
         print(
             f"{self.chapter}: {report.seconds:.1f} s in quick mode, "
@@ -274,7 +324,7 @@ class _Chapter:
         assert report.total == report.maximum > 0, report.table()
 
     @pytest.mark.notebook
-    def test_student_edition_has_no_solution_and_scores_zero(self, tmp_path):
+    def test_student_edition_has_no_solution_and_scores_zero(self, tmp_path, graded):
         chapter = self.chapter
         source = ROOT / f"{chapter}.md"
         result = assignments.release(source, tmp_path / "handout")

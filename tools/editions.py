@@ -234,6 +234,52 @@ def cache_path(root: Path, inputs: list[str], env=None) -> Path:
     return Path(root).resolve() / CACHE_FOLDER / f"{mode}-{cache_key(root, inputs, mode)}"
 
 
+def configured_cache_inputs(root: Path) -> list[str]:
+    """``conserved_cache_inputs`` of the book's _config.yml: what a cached result depends on."""
+    import yaml
+
+    config = yaml.safe_load((Path(root) / "_config.yml").read_text()) or {}
+    return list(config["sphinx"]["config"]["conserved_cache_inputs"])
+
+
+def stage_executed(
+    root: Path, source: Path, executed, env=None, seconds: float | None = None
+) -> Path:
+    """Put a notebook that was executed elsewhere into the build's execution cache, so that the
+    next build of ``root`` in this mode shows its outputs instead of executing ``source`` again.
+
+    ``executed``: the chapter's code cells, in order and with the same sources as MyST-NB reads
+    them from ``source``, carrying their outputs (the autograder's recorded run; extra code
+    cells must have been removed). jupyter-cache matches a notebook by its code cells' sources
+    and metadata, so the staged notebook is MyST-NB's own reading of ``source`` with these
+    outputs. ``seconds``: how long that run took (the reproducing page's execution table shows
+    it). Returns the cache folder; raises ValueError when the code cells differ."""
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    source = Path(source).resolve()
+    staged = read_myst_markdown_notebook(
+        source.read_text("utf8"), add_source_map=True, path=str(source)
+    )
+    mine = [c for c in staged.cells if c.cell_type == "code"]
+    theirs = [c for c in executed.cells if c.cell_type == "code"]
+    if [c.source for c in mine] != [c.source for c in theirs]:
+        raise ValueError(
+            f"the executed notebook's {len(theirs)} code cells are not the "
+            f"{len(mine)} of {source.name}"
+        )
+    for cell, ran in zip(mine, theirs, strict=True):
+        cell.outputs = copy.deepcopy(ran.get("outputs", []))
+    folder = cache_path(root, configured_cache_inputs(root), env)
+    get_cache(folder).cache_notebook_bundle(
+        CacheBundleIn(staged, str(source), data={"execution_seconds": seconds}),
+        check_validity=False,
+        overwrite=True,
+    )
+    return folder
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes")
 

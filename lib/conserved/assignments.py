@@ -803,13 +803,17 @@ class Kernel:
                 pass
         return total
 
-    def execute(self, code: str, timeout: float, reply: bool = False) -> dict:
+    def execute(
+        self, code: str, timeout: float, reply: bool = False, outputs: list | None = None
+    ) -> dict:
         """Run code; return {status, error, replies}. Status: ok, error, timeout, dead.
 
         Completion and errors come from the shell channel's execute_reply (never dropped);
         with `reply`, the value of `__conserved_reply` comes back in the same message. The
         kernel's broadcast output (iopub) is drained and ignored: a submission that floods
-        it cannot make the grader lose a message it needs."""
+        it cannot make the grader lose a message it needs. With `outputs` (a trusted run that
+        records what it displays), iopub is read until the kernel reports the request idle and
+        its outputs are appended to `outputs` as notebook outputs."""
         expressions = {"r": "__conserved_reply"} if reply else {}
         msg_id = self.client.execute(
             code,
@@ -821,6 +825,7 @@ class Kernel:
         deadline = time.monotonic() + timeout
         out = {"status": None, "error": None, "replies": []}
         next_count = time.monotonic() + 0.25
+        idle = False
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -829,7 +834,7 @@ class Kernel:
             if not self.alive():
                 out["status"] = "dead"
                 return out
-            self._drain()
+            idle = self._drain(msg_id, outputs) or idle
             try:
                 msg = self.client.get_shell_msg(timeout=min(remaining, 0.25))
             except queue.Empty:  # meanwhile, watch the number of processes
@@ -858,13 +863,33 @@ class Kernel:
                 except (ValueError, SyntaxError, MemoryError, RecursionError):
                     pass
             out["status"] = "error" if out["error"] else "ok"
+            if outputs is not None and not idle:
+                self._drain_until_idle(msg_id, outputs, deadline)
             return out
 
-    def _drain(self) -> None:
+    def _drain(self, msg_id: str | None = None, outputs: list | None = None) -> bool:
+        """Empty the iopub channel; with `outputs`, keep what the request `msg_id` displayed.
+        True when the kernel reported that request idle meanwhile."""
+        idle = False
         for _ in range(10000):
             try:
-                self.client.get_iopub_msg(timeout=0)
+                msg = self.client.get_iopub_msg(timeout=0)
             except queue.Empty:
+                break
+            if outputs is not None:
+                idle = _record(msg, msg_id, outputs) or idle
+        return idle
+
+    def _drain_until_idle(self, msg_id: str, outputs: list, deadline: float) -> None:
+        """Record iopub output of `msg_id` until the kernel reports it idle (trusted runs only)."""
+        while time.monotonic() < deadline:
+            try:
+                msg = self.client.get_iopub_msg(
+                    timeout=max(0.0, min(5.0, deadline - time.monotonic()))
+                )
+            except queue.Empty:
+                return
+            if _record(msg, msg_id, outputs):
                 return
 
     def interrupt(self) -> None:
@@ -892,6 +917,22 @@ class Kernel:
             self.process.wait(timeout=30)
         except Exception:  # noqa: BLE001
             pass
+
+
+def _record(msg: dict, msg_id: str | None, outputs: list) -> bool:
+    """Append an iopub message of request `msg_id` to `outputs` as a notebook output (as
+    nbclient does); True once the kernel says the request is done (status idle)."""
+    if msg.get("parent_header", {}).get("msg_id") != msg_id:
+        return False
+    kind = msg.get("msg_type") or msg.get("header", {}).get("msg_type")
+    content = msg.get("content", {})
+    if kind == "status":
+        return content.get("execution_state") == "idle"
+    if kind == "clear_output":
+        outputs.clear()
+    elif kind in ("stream", "display_data", "execute_result", "error"):
+        outputs.append(nbformat.v4.output_from_msg(msg))
+    return False
 
 
 # ---- the checker: a clean process that runs the instructor's checks on data ---------------
@@ -1161,11 +1202,16 @@ def grade(
     memory_gb: float = 8.0,
     processes: int = 512,
     strict: bool = False,
+    record: str | Path | None = None,
 ) -> GradeReport:
     """Grade a submitted notebook (`.ipynb`, or a MyST `.md` chapter) against the instructor's
     chapter: `source` (a chapter file, or a folder of chapters matched by the submission's
     file name; default the repository's chapters/). Never raises for anything a submission
-    contains: problems become zero scores with a message."""
+    contains: problems become zero scores with a message.
+
+    `record`: also write the submission, with the outputs its kernel displayed, to this
+    `.ipynb` (for the instructor's own chapters only: the test suite hands it to the book build
+    so that a chapter executes once; check cells run in the checker and keep no outputs)."""
     submission = Path(submission)
     start = time.perf_counter()
     try:
@@ -1195,6 +1241,7 @@ def grade(
             mode,
             int(memory_gb * 2**30),
             processes,
+            record,
         )
     except Exception as exc:  # noqa: BLE001 - never raise for a submission
         report.message = report.message + f" grading stopped: {type(exc).__name__}: {exc}"
@@ -1218,6 +1265,7 @@ def _grade_into(
     mode,
     memory_bytes,
     processes,
+    record=None,
 ) -> None:
     try:
         nb = _read_submission(submission)
@@ -1288,7 +1336,10 @@ def _grade_into(
                     break
                 limit = min(cell_timeout, remaining)
                 if kind == "code":
-                    ran = kernel.execute(payload, limit)
+                    outputs = [] if record is not None else None
+                    ran = kernel.execute(payload, limit, outputs=outputs)
+                    if outputs is not None:
+                        nb.cells[index].outputs = outputs
                     if ran["status"] == "error":
                         report.cell_errors.append(f"cell {index}: {ran['error']}")
                     elif ran["status"] == "timeout":
@@ -1323,6 +1374,8 @@ def _grade_into(
                 kernel.kill()
             if checker is not None:
                 checker.close()
+    if record is not None:
+        nbformat.write(nb, str(record))
     if stop:
         for r in results.values():
             if r.status == "not run":
