@@ -58,9 +58,9 @@ def test_book_executes_through_the_execution_cache_of_its_mode(quick_book):
     sys.path.insert(0, str(ROOT / "tools"))
     import editions
 
-    expected = editions.cache_path(
-        ROOT, ["lib/conserved", "requirements.lock"], {"CONSERVED_QUICK": "1"}
-    )
+    inputs = editions.configured_cache_inputs(ROOT)
+    assert inputs == ["lib/conserved", "requirements.lock"]
+    expected = editions.cache_path(ROOT, inputs, {"CONSERVED_QUICK": "1"})
     assert expected.name.startswith("quick-")
     assert f"Using jupyter-cache at: {expected}" in BUILD_LOG[-1]
     assert (expected / "global.db").is_file()
