@@ -3,6 +3,7 @@ in which `make test`'s workers take the tests; XLA's compiler settings for the u
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -26,6 +27,7 @@ else:
     os.environ["XLA_FLAGS"] = _xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))  # the book's tools (editions, check_html) for the tests
 
 
 @pytest.fixture

@@ -55,7 +55,6 @@ BUILD_LOG: list[str] = []
 def test_book_executes_through_the_execution_cache_of_its_mode(quick_book):
     """The same mechanism as `make book` (tools/editions.py): the cache folder is keyed by the
     library, the lock file and the mode, so a second build reuses what is still valid."""
-    sys.path.insert(0, str(ROOT / "tools"))
     import editions
 
     inputs = editions.configured_cache_inputs(ROOT)

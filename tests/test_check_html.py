@@ -22,13 +22,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import check_html
 import pytest
 import yaml
 
 from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "tools"))
-import check_html  # noqa: E402
 
 pytestmark = pytest.mark.browser
 

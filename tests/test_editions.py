@@ -13,16 +13,14 @@ import tomllib
 import unicodedata
 from pathlib import Path
 
+import check_html
+import editions
 import nbformat
 import pytest
 import tinybook
 import yaml
 
 from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "tools"))
-import check_html  # noqa: E402
-import editions  # noqa: E402
 
 REPO = "https://github.com/someone/tiny"
 CHAPTERS = [f"chapters/{name}" for name in tinybook.CHAPTERS]

@@ -29,10 +29,10 @@ import fcntl
 import json
 import pickle
 import re
-import sys
 import tempfile
 from pathlib import Path
 
+import editions
 import nbformat
 import pytest
 import yaml
@@ -145,9 +145,6 @@ class GradedRuns:
 def grade_and_stage(source: Path) -> assignments.GradeReport:
     """Grade the chapter with its probes; when it ran clean with full marks, stage the recorded
     outputs (probe cells removed) as the quick book's execution of the chapter."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    import editions
-
     with tempfile.TemporaryDirectory(prefix="conserved-recorded-") as tmp:
         recorded = Path(tmp) / f"{source.stem}.ipynb"
         report = grade_with_probes(source, record=recorded)

@@ -57,11 +57,16 @@ def repository_url(configured: str | None = None, env=None) -> str:
     return url.rstrip("/").removesuffix(".git")
 
 
-def configured_repository(root: Path) -> tuple[str, str]:
-    """(url, branch) of the book in ``root``: its _config.yml, overridden by the environment."""
+def book_config(root: Path) -> dict:
+    """The book's _config.yml in ``root``, as a dict."""
     import yaml
 
-    config = yaml.safe_load((Path(root) / "_config.yml").read_text()) or {}
+    return yaml.safe_load((Path(root) / "_config.yml").read_text()) or {}
+
+
+def configured_repository(root: Path) -> tuple[str, str]:
+    """(url, branch) of the book in ``root``: its _config.yml, overridden by the environment."""
+    config = book_config(root)
     repository = config.get("repository") or {}
     return repository_url(repository.get("url")), str(repository.get("branch") or "main")
 
@@ -236,10 +241,7 @@ def cache_path(root: Path, inputs: list[str], env=None) -> Path:
 
 def configured_cache_inputs(root: Path) -> list[str]:
     """``conserved_cache_inputs`` of the book's _config.yml: what a cached result depends on."""
-    import yaml
-
-    config = yaml.safe_load((Path(root) / "_config.yml").read_text()) or {}
-    return list(config["sphinx"]["config"]["conserved_cache_inputs"])
+    return list(book_config(root)["sphinx"]["config"]["conserved_cache_inputs"])
 
 
 def stage_executed(
