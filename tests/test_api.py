@@ -16,7 +16,7 @@ import pytest
 
 import conserved
 from conftest import ROOT, bad_input
-from conserved import ecf, ode, operators, systems, training
+from conserved import ecf, mechanics, ode, operators, symmetry, systems, training
 
 MODULES = [name for name in conserved.__all__]
 
@@ -101,8 +101,20 @@ def test_a_system_passes_through_filter_jit():
         assert jnp.allclose(values[name], jax.vmap(fn)(x))
 
 
-def _compiles(caplog) -> int:
-    return len([r for r in caplog.records if "Compiling jit(_run_chunk)" in r.getMessage()])
+def _compiles(caplog, name: str = "_run_chunk") -> int:
+    return len([r for r in caplog.records if f"Compiling jit({name})" in r.getMessage()])
+
+
+def test_invariance_error_second_call_with_new_samples_does_not_compile(caplog):
+    def f(x):
+        return jnp.sum(x**2)
+
+    rotations = symmetry.rotations(2)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        for seed in (1, 2):
+            x = jr.normal(jr.key(seed), (16, 2))
+            symmetry.invariance_error(f, rotations, x, jr.key(3))
+    assert _compiles(caplog, "_equivariance_gap") == 1
 
 
 def test_fit_adam_second_call_with_new_data_does_not_compile(caplog):
@@ -158,3 +170,43 @@ def test_the_suite_checks_annotations_at_run_time():
         symmetry.apply_linear(rotation, jnp.ones((4, 2)))
     with pytest.raises(jaxtyping.TypeCheckError, match="parameter 'dof'"):
         ode.symplectic_matrix(1.5)
+
+
+def test_equal_systems_are_one_object_and_share_compiled_solves(caplog):
+    assert systems.harmonic_oscillators(2) is systems.harmonic_oscillators(2)
+    assert systems.n_body(2, 2, softening=1.0) is systems.n_body(2, 2, softening=1.0)
+    assert systems.n_body(2, 2) is not systems.n_body(2, 2, softening=1.0)
+    masses = jnp.array([1.0, 2.0])  # unhashable: built anew, still correct
+    assert systems.n_body(2, 2, masses=masses).dof == 4
+    ts = jnp.linspace(0.0, 1.0, 3)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        for _ in range(2):
+            system = systems.pendulum(gravity=2.0)
+            mechanics.integrate_many(system.hamiltonian, system.sample(jr.key(0), 2), ts)
+    assert _compiles(caplog, "integrate_many") == 1
+
+
+def test_train_adam_lbfgs_second_call_with_a_new_loss_weight_does_not_compile(caplog):
+    from conserved import pinn
+
+    x = jnp.linspace(-1.0, 1.0, 8, endpoint=False)
+
+    class Loss(eqx.Module):
+        weight: jax.Array
+
+        def __call__(self, model):
+            u = jax.vmap(lambda xi: model(xi, jnp.zeros(())))(x)
+            return jnp.mean((u - jnp.sin(x)) ** 2) + self.weight * jnp.mean(u) ** 2
+
+    model = pinn.PINN(width=4, depth=1, key=jr.key(0))
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        for weight in (1.0, 10.0):
+            pinn.train_adam_lbfgs(
+                Loss(jnp.asarray(weight)),
+                model,
+                adam_steps=3,
+                lbfgs_steps=2,
+                key=jr.key(1),
+                progress=False,
+            )
+    assert _compiles(caplog) == 2  # Adam's chunk and L-BFGS's, once each

@@ -1,9 +1,12 @@
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from jaxtyping import Array
 
 from conftest import bad_input, float64
 from conserved import pde, pinn, projection
@@ -125,6 +128,16 @@ def test_coefficient_derivatives_equal_a_jvp_through_the_network(mode):
                 np.testing.assert_allclose(d_offset, expected_offset, rtol=1e-12)
 
 
+class _Weighted(eqx.Module):
+    """loss(model, weight) with the weight bound as an array."""
+
+    loss: Callable
+    weight: Array
+
+    def __call__(self, model):
+        return self.loss(model, self.weight)
+
+
 def test_training_together_equals_training_each_alone():
     """Adam on the summed loss and the vmapped L-BFGS phase give every member the run it gets
     alone (same steps, same optimiser), up to round-off; one argument per member reaches it."""
@@ -160,7 +173,7 @@ def test_training_together_equals_training_each_alone():
         assert losses.shape == (25,)
         for model, weight, trained in zip(models, weights, together, strict=True):
             alone, _ = pinn.train_adam_lbfgs(
-                lambda m, w=weight: loss(m, w),
+                _Weighted(loss, weight),  # a module: both members' runs share one compile
                 model,
                 adam_steps=20,
                 lbfgs_steps=5,

@@ -22,12 +22,14 @@ closed form for (a, s) along u_t (`coefficient_derivatives`): no second pass of 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
 from . import config, projection, training
@@ -285,6 +287,27 @@ def pinn_loss(
     return loss
 
 
+class _FullBatch(eqx.Module):
+    """`loss(model)` as `training.fit`'s `loss_fn(model, batch, key)`. A module, so two runs
+    with the same loss (or one whose arrays differ, such as a soft-constraint weight) share
+    the compiled steps: `fit` keys them on the loss function and the optimiser object."""
+
+    loss: Callable[[PINN], Scalar]
+
+    def __call__(self, model, batch, key):
+        return self.loss(model)
+
+
+@functools.lru_cache(maxsize=16)
+def _adam(learning_rate: float):
+    return optax.adam(learning_rate)
+
+
+@functools.lru_cache(maxsize=1)
+def _lbfgs():
+    return optax.lbfgs()
+
+
 def train_adam_lbfgs(
     loss: Callable[[PINN], Scalar],
     model: FieldNetwork,
@@ -298,14 +321,12 @@ def train_adam_lbfgs(
     """Adam (`adam_steps`, constant `learning_rate`), then L-BFGS (`optax.lbfgs` with its zoom
     line search; skipped when `lbfgs_steps=0`) on a full-batch loss `loss(model)`. Returns the
     model and all losses."""
-    import optax
-
-    step_loss = lambda m, batch, k: loss(m)  # noqa: E731
+    step_loss = _FullBatch(loss)
     k1, k2 = jax.random.split(key)
     first = training.fit(
         step_loss,
         model,
-        optax.adam(learning_rate),
+        _adam(float(learning_rate)),
         steps=adam_steps,
         key=k1,
         progress=progress,
@@ -316,7 +337,7 @@ def train_adam_lbfgs(
     second = training.fit(
         step_loss,
         first.model,
-        optax.lbfgs(),
+        _lbfgs(),
         steps=lbfgs_steps,
         key=k2,
         progress=progress,
@@ -346,8 +367,6 @@ def _lbfgs_together(member_loss, static, params, args, steps):
     """`steps` L-BFGS iterations (optax's zoom line search) for each member of a stacked model
     independently: one `lax.scan`, vmapped over the members. A member whose loss or gradient
     turns non-finite keeps its last finite parameters."""
-    import optax
-
     optimiser = optax.lbfgs()
 
     def run(p, a):
@@ -397,8 +416,6 @@ def train_together(
     Returns the trained members and the members' summed loss at every step, shape
     `(adam_steps + lbfgs_steps,)`.
     """
-    import optax
-
     models = list(models)
     if not models:
         raise ValueError("models must contain at least one model")

@@ -442,7 +442,13 @@ def invariance_error(
 ) -> Scalar:
     """Mean relative invariance error ||f(g x) - f(x)|| / (||f(g x)|| + ||f(x)||) over samples
     and random group elements: `equivariance_error` with the trivial action on outputs."""
-    return equivariance_error(f, action, samples, key, output_apply=lambda g, y: y)
+    return equivariance_error(f, action, samples, key, output_apply=_outputs_unmoved)
+
+
+def _outputs_unmoved(g: Array, y: Array) -> Array:
+    """The trivial action on outputs. Module level, so repeated `invariance_error` calls with
+    the same f and action reuse one compiled check (a fresh lambda would compile it again)."""
+    return y
 
 
 def symmetrise(
