@@ -210,3 +210,14 @@ def test_train_adam_lbfgs_second_call_with_a_new_loss_weight_does_not_compile(ca
                 progress=False,
             )
     assert _compiles(caplog) == 2  # Adam's chunk and L-BFGS's, once each
+
+
+def test_monte_carlo_averages_with_fresh_draws_share_one_compiled_check(caplog):
+    f = eqx.nn.MLP(2, "scalar", 8, 1, key=jr.key(0))
+    x = jr.normal(jr.key(1), (16, 2))
+    assert symmetry.rotations(2) is symmetry.rotations(2)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        for seed in (2, 3):
+            average = symmetry.symmetrise(f, symmetry.rotations(2), num_samples=4, key=jr.key(seed))
+            symmetry.invariance_error(average, symmetry.rotations(2), x, jr.key(4))
+    assert _compiles(caplog, "_equivariance_gap") == 1

@@ -68,6 +68,7 @@ def test_integrate_many_is_integrate_state_by_state():
 # Each module of the package and its layer: a module may import only modules of lower layers.
 LAYERS = {
     "_checks": 0,
+    "_sharing": 0,
     "config": 0,
     "ode": 1,
     "training": 1,

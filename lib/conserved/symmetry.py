@@ -28,6 +28,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Scalar
 
 from . import training
 from ._checks import positive_int
+from ._sharing import shared
 from .ode import symplectic_matrix
 
 # --------------------------------------------------------------------------------------------
@@ -65,6 +66,7 @@ __all__ = [
     "equivariance_error",
     "invariance_error",
     "symmetrise",
+    "OrbitAverage",
     "augment",
     "Symmetrised",
     "planar_invariants",
@@ -331,24 +333,28 @@ class GroupAction(eqx.Module):
         return jax.vmap(self.sample)(jr.split(key, num))
 
 
+@shared
 def rotations(n: int) -> GroupAction:
     """SO(n) acting on points `(..., n)` by rotation, Haar-sampled."""
     n = positive_int("n", n, 2)
     return GroupAction(lambda key: random_rotation(key, n), apply_linear)
 
 
+@shared
 def rigid_motions(n: int, scale: float = 1.0) -> GroupAction:
     """SE(n) acting on points `(..., n)`; translations drawn from N(0, scale² I)."""
     n = positive_int("n", n, 2)
     return GroupAction(lambda key: random_rigid_motion(key, n, scale), apply_affine)
 
 
+@shared
 def unitary(n: int) -> GroupAction:
     """U(n) acting on phase-space states `(..., 2n)` of n oscillators, Haar-sampled."""
     n = positive_int("n", n, 1)
     return GroupAction(lambda key: random_unitary(key, n), apply_linear)
 
 
+@shared
 def cyclic_rotations(order: int) -> GroupAction:
     """The finite group C_order of plane rotations by multiples of 2π/order, on 2-D points."""
     order = positive_int("order", order, 1)
@@ -362,6 +368,7 @@ def cyclic_rotations(order: int) -> GroupAction:
     return GroupAction(sample, apply_linear, enumerate_all)
 
 
+@shared
 def permutations_of_points(num_points: int) -> GroupAction:
     """The symmetric group S_N permuting the rows of a point set `(..., N, n)` (finite, N <= 6)."""
     import itertools
@@ -458,7 +465,7 @@ def symmetrise(
     elements: Array | None = None,
     num_samples: int | None = None,
     key: PRNGKeyArray | None = None,
-) -> Callable[[Array], Array]:
+) -> OrbitAverage:
     """Orbit average (Reynolds operator) f_sym(x) = mean over g of f(g·x).
 
     - Finite group: with neither `elements` nor `num_samples`, average over all of
@@ -466,7 +473,8 @@ def symmetrise(
     - Lie group: pass `num_samples` and `key` for a Monte Carlo average over that many sampled
       elements (approximately invariant, error ~ 1/sqrt(num_samples)), or pass `elements`.
 
-    The elements are drawn once, so the returned function is deterministic.
+    The elements are drawn once, so the returned `OrbitAverage` (a callable module) is
+    deterministic.
     """
     if elements is None:
         if num_samples is not None:
@@ -479,12 +487,23 @@ def symmetrise(
             raise ValueError(
                 "this group is not finite: pass num_samples and key (Monte Carlo), or elements"
             )
-    elements = jnp.asarray(elements)
+    return OrbitAverage(f, action, jnp.asarray(elements))
 
-    def f_sym(x):
-        return jnp.mean(jax.vmap(lambda g: f(action.apply(g, x)))(elements), axis=0)
 
-    return f_sym
+class OrbitAverage(eqx.Module):
+    """x -> mean over the stacked `elements` g of f(g·x) (what `symmetrise` returns). A module
+    rather than a closure: the elements are an array argument, so two averages of the same f
+    over as many elements (fresh Monte Carlo draws, say) share one compiled program. The
+    elements get no gradient, so inside a trained model they stay put."""
+
+    f: Callable[[Array], Array]
+    action: GroupAction
+    elements: Array
+
+    def __call__(self, x: Array) -> Array:
+        elements = jax.lax.stop_gradient(self.elements)
+        moved = jax.vmap(lambda g: self.f(self.action.apply(g, x)))(elements)
+        return jnp.mean(moved, axis=0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ exact time derivatives, the targets of Hamiltonian-network training.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import equinox as eqx
@@ -34,6 +33,7 @@ from . import mechanics
 from ._checks import non_negative
 from ._checks import positive as _positive
 from ._checks import positive_int as _positive_int
+from ._sharing import shared
 from .symmetry import u_basis
 
 __all__ = [
@@ -75,25 +75,6 @@ class System(eqx.Module):
         return {name: jax.vmap(c)(flat).reshape(x.shape[:-1]) for name, c in self.conserved.items()}
 
 
-def _shared(constructor):
-    """Equal (hashable) arguments give the same `System` object. Its Hamiltonian and conserved
-    quantities are then the same functions, so JAX reuses what it compiled for an earlier
-    `harmonic_oscillators(2)` (solves, brackets, flows) instead of compiling them again.
-    Systems are immutable, so sharing one is safe; unhashable arguments (arrays) build anew."""
-    cached = functools.lru_cache(maxsize=64)(constructor)
-
-    @functools.wraps(constructor)
-    def build(*args, **kwargs):
-        try:
-            return cached(*args, **kwargs)
-        except TypeError as error:  # an unhashable argument (an array of masses, say)
-            if "unhashable" not in str(error):
-                raise
-            return constructor(*args, **kwargs)
-
-    return build
-
-
 # --------------------------------------------------------------------------------------------
 # Harmonic oscillators: U(n) symmetry, n² quadratic conserved quantities
 # --------------------------------------------------------------------------------------------
@@ -110,7 +91,7 @@ def oscillator_conserved_matrices(n: int) -> Float[Array, "d dim dim"]:
     return -j @ u_basis(n)
 
 
-@_shared
+@shared
 def harmonic_oscillators(n: int = 1, *, scale: float = 1.0) -> System:
     """n identical uncoupled oscillators, H = ½ Σ (q_i² + p_i²).
 
@@ -137,7 +118,7 @@ def harmonic_oscillators(n: int = 1, *, scale: float = 1.0) -> System:
 # --------------------------------------------------------------------------------------------
 
 
-@_shared
+@shared
 def pendulum(*, gravity: float = 1.0, length: float = 1.0, mass: float = 1.0) -> System:
     """A rigid pendulum, H = p²/(2 m l²) - m g l cos θ. Only the energy is conserved.
 
@@ -171,7 +152,7 @@ def _cross2(a, b):
     return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
 
 
-@_shared
+@shared
 def kepler(*, mu: float = 1.0) -> System:
     """One body in the plane attracted to the origin, H = |p|²/2 - mu/|q|.
 
@@ -221,7 +202,7 @@ def _check_bodies(n, dim, masses):
     return n, dim, masses
 
 
-@_shared
+@shared
 def n_body(
     n: int = 2,
     dim: int = 2,
