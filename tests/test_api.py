@@ -176,6 +176,10 @@ def test_equal_systems_are_one_object_and_share_compiled_solves(caplog):
     assert systems.harmonic_oscillators(2) is systems.harmonic_oscillators(2)
     assert systems.n_body(2, 2, softening=1.0) is systems.n_body(2, 2, softening=1.0)
     assert systems.n_body(2, 2) is not systems.n_body(2, 2, softening=1.0)
+    # keyed by type too: an argument of another type is checked, never handed a cached system
+    systems.harmonic_oscillators(2, scale=1.0)
+    with bad_input(match="n must be"):
+        systems.harmonic_oscillators(2.0, scale=1.0)
     masses = jnp.array([1.0, 2.0])  # unhashable: built anew, still correct
     assert systems.n_body(2, 2, masses=masses).dof == 4
     ts = jnp.linspace(0.0, 1.0, 3)

@@ -22,7 +22,6 @@ closed form for (a, s) along u_t (`coefficient_derivatives`): no second pass of 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -34,6 +33,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
 from . import config, projection, training
 from ._checks import positive_int
+from ._sharing import shared
 
 __all__ = [
     "FieldNetwork",
@@ -298,14 +298,9 @@ class _FullBatch(eqx.Module):
         return self.loss(model)
 
 
-@functools.lru_cache(maxsize=16)
-def _adam(learning_rate: float):
-    return optax.adam(learning_rate)
-
-
-@functools.lru_cache(maxsize=1)
-def _lbfgs():
-    return optax.lbfgs()
+# one optimiser object per setting: `fit` keys its compiled steps on the optimiser object
+_adam = shared(optax.adam)
+_lbfgs = shared(optax.lbfgs)
 
 
 def train_adam_lbfgs(
@@ -367,7 +362,7 @@ def _lbfgs_together(member_loss, static, params, args, steps):
     """`steps` L-BFGS iterations (optax's zoom line search) for each member of a stacked model
     independently: one `lax.scan`, vmapped over the members. A member whose loss or gradient
     turns non-finite keeps its last finite parameters."""
-    optimiser = optax.lbfgs()
+    optimiser = _lbfgs()
 
     def run(p, a):
         value_fn = lambda q: member_loss(eqx.combine(q, static), a)  # noqa: E731

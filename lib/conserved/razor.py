@@ -47,6 +47,7 @@ from . import mechanics, training
 from ._checks import non_negative
 from ._checks import positive as _positive
 from ._checks import positive_int as _positive_int
+from ._sharing import shared
 from .ode import apply_symplectic, fixed_steps, symplectic_matrix
 from .symmetry import expm
 
@@ -748,7 +749,7 @@ def _labels(params) -> object:
     return labels
 
 
-@functools.lru_cache(maxsize=32)
+@shared
 def _optimiser(lr_network: float, lr_quadratics: float, steps: int) -> optax.GradientTransformation:
     """Adam with cosine-decayed rates per group. Cached, so that equal settings give the same
     object and `training.fit` reuses the compiled training step of an earlier run."""

@@ -8,7 +8,6 @@ A non-finite loss stops training with `TrainingDiverged`, which carries the last
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from . import config
 from ._checks import positive_int as _positive_int
+from ._sharing import shared
 
 __all__ = [
     "LossFn",
@@ -308,7 +308,7 @@ def _memory_text(compiled) -> str:
     )
 
 
-@functools.lru_cache(maxsize=64)
+@shared
 def adam_cosine(learning_rate: float, steps: int) -> optax.GradientTransformation:
     """Adam with a cosine-decayed learning rate, one object per (learning_rate, steps): a second
     training run with the same settings reuses the compiled step (`fit` keys it on the
