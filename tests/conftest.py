@@ -10,16 +10,18 @@ import jax
 import matplotlib
 import pytest
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # before the library imports pyplot
+
+from conserved import config  # noqa: E402
 
 # The unit tests compile hundreds of small programs, each run a few times: XLA's LLVM
 # optimisation passes cost them more time than they save (tests/test_razor.py in one process:
-# 188 s with them, 133 s without). Set for this process only (its backend starts here); the
-# chapters' kernels and the book builds this suite starts get the environment as it was, so
-# chapters run with XLA's defaults, as a reader's do.
-_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+# 188 s with them, 133 s without). Set for this process only (its backend starts here), with
+# the flags quick mode uses (`config.FAST_COMPILATION_FLAGS`); the chapters' kernels and the
+# book builds this suite starts get the environment as it was, and each chapter's first cell
+# sets them for itself (`config.compile_fast_in_quick_mode`), as a reader's quick run does.
 _xla_flags = os.environ.get("XLA_FLAGS")
-os.environ["XLA_FLAGS"] = f"{_xla_flags or ''} {_FAST_COMPILE}".strip()
+os.environ["XLA_FLAGS"] = " ".join([_xla_flags or "", *config.FAST_COMPILATION_FLAGS]).strip()
 jax.devices()
 if _xla_flags is None:
     del os.environ["XLA_FLAGS"]

@@ -1,3 +1,8 @@
+import json
+import os
+import subprocess
+import sys
+
 import jax.numpy as jnp
 import pytest
 
@@ -98,3 +103,48 @@ def test_choose_applies_miniature_overrides_only_when_capped(monkeypatch):
     assert config.choose(**sizes, current="paper") == dict(a=100, b=200)
     with bad_input(match="miniature"):
         config.choose(**sizes, miniature=dict(c=3), current="paper")
+
+
+_FAST_COMPILE_PROBE = """
+import json, os, warnings
+import jax, jax.numpy as jnp
+from conserved import config
+before = os.environ.get("XLA_FLAGS")
+{early}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    first = config.compile_fast_in_quick_mode()
+    again = config.compile_fast_in_quick_mode()
+def f(x, w):
+    body = lambda c, _: (jnp.tanh(w @ c) + c, None)
+    return jax.lax.scan(body, x, None, length=5)[0]
+x, w = jnp.ones(8), jnp.eye(8)
+jax.jit(f)(x, w).block_until_ready()  # XLA started with the flags (it aborts on unknown ones)
+print(json.dumps(dict(before=before, first=first, again=again, flags=os.environ.get("XLA_FLAGS"),
+                      warnings=[str(w.message) for w in caught])))
+"""
+
+
+def _fast_compile_probe(mode: str, early: str = "") -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "CONSERVED_QUICK")}
+    env["CONSERVED_MODE"] = mode
+    out = subprocess.run(
+        [sys.executable, "-c", _FAST_COMPILE_PROBE.format(early=early)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_fast_compilation_only_in_quick_mode_and_only_before_jax_starts():
+    quick = _fast_compile_probe("quick")
+    assert quick["before"] is None and quick["first"] and quick["again"]
+    assert quick["flags"].split() == list(config.FAST_COMPILATION_FLAGS)
+    assert quick["warnings"] == []
+    full = _fast_compile_probe("full")
+    assert not full["first"] and full["flags"] is None and full["warnings"] == []
+    late = _fast_compile_probe("quick", early="jnp.zeros(3).block_until_ready()")
+    assert not late["first"] and late["flags"] is None
+    assert any("after JAX's first computation" in w for w in late["warnings"])

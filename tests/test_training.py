@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from conftest import bad_input
-from conserved import training
+from conserved import config, training
 
 
 def _linear_data(key, n=64):
@@ -225,6 +225,26 @@ def test_a_second_run_with_the_same_loss_and_optimiser_reuses_the_compiled_step(
             )
     compiles = [r for r in caplog.records if "Compiling jit(_run_chunk)" in r.getMessage()]
     assert len(compiles) == 1
+
+
+def test_a_long_run_is_compiled_with_full_optimisation_and_gives_the_same_model(key, monkeypatch):
+    # fit compiles runs of config.LONG_RUN_STEPS steps or more with XLA's own optimisation
+    # (compiler options that override the fast compilation of quick mode); lowered here to 6
+    # so that the test stays small. The two programs compute the same steps.
+    data = _linear_data(key)
+    model = eqx.nn.Linear(3, 1, key=jr.key(1))
+    optimiser = optax.adam(1e-2)
+    runs, sizes = {}, {}
+    for name, long_run in (("short", 1_000_000), ("long", 6)):
+        monkeypatch.setattr(config, "LONG_RUN_STEPS", long_run)
+        before = training._run_chunk_optimised._cached._cache_size()
+        runs[name] = training.fit(
+            _loss, model, optimiser, steps=6, key=key, data=data, chunk_size=3, progress=False
+        )
+        sizes[name] = training._run_chunk_optimised._cached._cache_size() - before
+    assert sizes == {"short": 0, "long": 1}
+    np.testing.assert_allclose(runs["long"].losses, runs["short"].losses, rtol=1e-5)
+    np.testing.assert_allclose(runs["long"].model.weight, runs["short"].model.weight, rtol=1e-5)
 
 
 def test_fit_adam_first_step_is_adams(key):

@@ -21,12 +21,15 @@ Compiled XLA programs can be kept on disk between runs (JAX's persistent compila
 a notebook run a second time skips most of its compilation: each chapter's parameter cell calls
 ``config.enable_compilation_cache()``, which stores them in ``$CONSERVED_JAX_CACHE`` if set
 (``off`` disables it), else in ``$XDG_CACHE_HOME/conserved/jax`` (``~/.cache/conserved/jax``).
-Importing `conserved` changes no global JAX setting.
+In quick mode the same cell's ``config.compile_fast_in_quick_mode()`` has XLA compile at its
+lowest optimisation, except the long training loops (`LONG_RUN_STEPS`). Importing `conserved`
+changes no global JAX setting.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import TypeVar
 
 import jax
@@ -178,11 +181,63 @@ def enable_compilation_cache() -> str | None:
 
 _enable_compilation_cache = enable_compilation_cache  # the name before 0.1.x; kept for callers
 
+
+# XLA's LLVM back end at its lowest optimisation: a quick-mode chapter compiles hundreds of
+# programs and runs most of them a handful of times, so optimising them costs more than it saves
+# (cold, alone on two cores: chapter 1 takes 144 s with XLA's defaults and 100 s with these
+# flags; the seven chapters 779 s and 708 s).
+FAST_COMPILATION_FLAGS = (
+    "--xla_backend_optimization_level=0",
+    "--xla_llvm_disable_expensive_passes=true",
+)
+# XLA's own defaults, as per-program compiler options: what the programs that run long (a
+# training loop of `LONG_RUN_STEPS` steps or more, `training.fit`) are compiled with whatever
+# the process asked for; at the lowest level they run several times slower (chapter 5, whose
+# PINNs train for 600 steps: 108 s with them optimised, 271 s without).
+FULL_OPTIMISATION = {
+    "xla_backend_optimization_level": 3,
+    "xla_llvm_disable_expensive_passes": False,
+}
+LONG_RUN_STEPS = 500
+
+
+def compile_fast_in_quick_mode() -> bool:
+    """In quick mode, ask XLA to compile every program of this process with its lowest LLVM
+    optimisation (`FAST_COMPILATION_FLAGS`, added to ``XLA_FLAGS``); long training loops keep
+    XLA's defaults (`FULL_OPTIMISATION`). Full and paper mode are left as they are: their
+    programs run long enough to repay the optimisation.
+
+    It must run before JAX's first computation, which starts XLA's CPU back end with the flags
+    of that moment (each chapter's first cell calls it, right after the imports). Returns
+    whether the flags are in force; a call after JAX has started changes nothing, says so in a
+    warning and returns ``False``."""
+    if not is_quick():
+        return False
+    flags = os.environ.get("XLA_FLAGS", "")
+    if all(flag in flags.split() for flag in FAST_COMPILATION_FLAGS):
+        return True  # set before, by this process or its parent
+    from jax._src import xla_bridge  # JAX has no public "has the back end started?"
+
+    if xla_bridge.backends_are_initialized():
+        warnings.warn(
+            "config.compile_fast_in_quick_mode() came after JAX's first computation: XLA keeps "
+            "its default optimisation (call it before creating any array)",
+            stacklevel=2,
+        )
+        return False
+    os.environ["XLA_FLAGS"] = " ".join([flags, *FAST_COMPILATION_FLAGS]).strip()
+    return True
+
+
 __all__ = [
     "DEFAULT_SEED",
+    "FAST_COMPILATION_FLAGS",
+    "FULL_OPTIMISATION",
+    "LONG_RUN_STEPS",
     "MODES",
     "choose",
     "compilation_cache_dir",
+    "compile_fast_in_quick_mode",
     "enable_compilation_cache",
     "enable_x64",
     "is_miniature",

@@ -109,13 +109,12 @@ def _loss_of_params(loss_fn, static, params, batch, key):
     return loss_fn(eqx.combine(params, static), batch, key)
 
 
-@eqx.filter_jit
 def _run_chunk(loss_fn, optimiser, static, size, batch_size, params, opt_state, data, inputs):
     """Run `len(inputs[0])` optimiser steps in one `lax.scan`.
 
-    Module level, so a second `fit` with an equal loss function, the same optimiser object and a
-    model of the same structure reuses the compiled scan (callables compare by identity, Equinox
-    modules by their fields)."""
+    Jitted at module level (below), so a second `fit` with an equal loss function, the same
+    optimiser object and a model of the same structure reuses the compiled scan (callables
+    compare by identity, Equinox modules by their fields)."""
     tx = optax.with_extra_args_support(optimiser)
 
     def value_fn(p, batch, loss_key):
@@ -151,6 +150,13 @@ def _run_chunk(loss_fn, optimiser, static, size, batch_size, params, opt_state, 
     return params, opt_state, losses
 
 
+# A long run (`config.LONG_RUN_STEPS` steps or more) is compiled with XLA's full optimisation
+# even where the process asked for fast compilation (`config.compile_fast_in_quick_mode`): its
+# step runs hundreds of times or more. Both keep the name `_run_chunk` in JAX's compile log.
+_run_chunk_optimised = eqx.filter_jit(_run_chunk, compiler_options=config.FULL_OPTIMISATION)
+_run_chunk = eqx.filter_jit(_run_chunk)
+
+
 def fit(
     loss_fn: LossFn,
     model: PyTree,
@@ -176,6 +182,8 @@ def fit(
       (`optax.lbfgs`) receive `value`, `grad` and `value_fn` each step.
     - `steps`: number of optimiser steps. `CONSERVED_MAX_STEPS` (`config.max_steps`) caps it:
       the run says so in one printed line, with the memory XLA reserves for the compiled step.
+      A run of `config.LONG_RUN_STEPS` steps or more is compiled with XLA's full optimisation
+      (`config.FULL_OPTIMISATION`) even in quick mode's fast compilation.
     - `key`: PRNG key; the same key gives the same run.
     - `data`: a pytree of arrays sharing a leading axis of size N, or `None`.
     - `batch_size`: draw this many rows of `data` without replacement each step; `None` uses
@@ -227,8 +235,10 @@ def fit(
         )
     opt_state = optax.with_extra_args_support(optimiser).init(params)
 
+    compiled_chunk = _run_chunk_optimised if steps >= config.LONG_RUN_STEPS else _run_chunk
+
     def run_chunk(params, opt_state, data, inputs):
-        return _run_chunk(
+        return compiled_chunk(
             loss_fn, optimiser, static, size, batch_size, params, opt_state, data, inputs
         )
 
@@ -267,7 +277,7 @@ def fit(
             bar.update(n)
             bar.set_postfix(loss=f"{losses[-1]:.3e}")
     if cap is not None:
-        lowered = _run_chunk.lower(
+        lowered = compiled_chunk.lower(
             loss_fn,
             optimiser,
             static,
