@@ -185,10 +185,14 @@ _enable_compilation_cache = enable_compilation_cache  # the name before 0.1.x; k
 # XLA's LLVM back end at its lowest optimisation: a quick-mode chapter compiles hundreds of
 # programs and runs most of them a handful of times, so optimising them costs more than it saves
 # (cold, alone on two cores: chapter 1 takes 144 s with XLA's defaults and 100 s with these
-# flags; the seven chapters 779 s and 708 s).
+# flags; the seven chapters 779 s and 708 s). XLA's newer fusion emitters are switched off too:
+# they take about twice as long to compile a small program as the classic ones, and run these
+# chapters' programs no faster (chapter 3: 169 s with them, 135 s without; chapter 5: 113 s and
+# 85 s; chapter 5 with them on for its long runs only: 103 s).
 FAST_COMPILATION_FLAGS = (
     "--xla_backend_optimization_level=0",
     "--xla_llvm_disable_expensive_passes=true",
+    "--xla_cpu_use_fusion_emitters=false",
 )
 # XLA's own defaults, as per-program compiler options: what the programs that run long (a
 # training loop of `LONG_RUN_STEPS` steps or more, `training.fit`) are compiled with whatever
