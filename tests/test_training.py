@@ -228,15 +228,16 @@ def test_a_second_run_with_the_same_loss_and_optimiser_reuses_the_compiled_step(
 
 
 def test_a_long_run_is_compiled_with_full_optimisation_and_gives_the_same_model(key, monkeypatch):
-    # fit compiles runs of config.LONG_RUN_STEPS steps or more with XLA's own optimisation
-    # (compiler options that override the fast compilation of quick mode); lowered here to 6
-    # so that the test stays small. The two programs compute the same steps.
+    # fit compiles runs whose work (steps x XLA's operations per step) reaches
+    # config.LONG_RUN_FLOPS with XLA's own optimisation (compiler options that override the
+    # fast compilation of quick mode); the threshold is moved here so that the test stays
+    # small. The two programs compute the same steps.
     data = _linear_data(key)
     model = eqx.nn.Linear(3, 1, key=jr.key(1))
     optimiser = optax.adam(1e-2)
     runs, sizes = {}, {}
-    for name, long_run in (("short", 1_000_000), ("long", 6)):
-        monkeypatch.setattr(config, "LONG_RUN_STEPS", long_run)
+    for name, threshold in (("short", float("inf")), ("long", 1.0)):
+        monkeypatch.setattr(config, "LONG_RUN_FLOPS", threshold)
         before = training._run_chunk_optimised._cached._cache_size()
         runs[name] = training.fit(
             _loss, model, optimiser, steps=6, key=key, data=data, chunk_size=3, progress=False
@@ -245,6 +246,29 @@ def test_a_long_run_is_compiled_with_full_optimisation_and_gives_the_same_model(
     assert sizes == {"short": 0, "long": 1}
     np.testing.assert_allclose(runs["long"].losses, runs["short"].losses, rtol=1e-5)
     np.testing.assert_allclose(runs["long"].model.weight, runs["short"].model.weight, rtol=1e-5)
+
+
+def test_the_work_estimate_is_per_step_and_grows_with_the_batch(key):
+    """What the long-run choice multiplies by the steps: one step's operations, whatever the
+    chunk's length, and about proportional to the rows a step sees (a linear model's loss and
+    gradient cost a fixed number of operations per row)."""
+    model = eqx.nn.Linear(3, 1, key=jr.key(1))
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    optimiser = optax.adam(1e-2)
+    opt_state = optimiser.init(params)
+
+    def flops(rows, chunk):
+        data = _linear_data(key, n=rows)
+        inputs = (jr.split(key, chunk), jnp.ones(chunk, dtype=bool))
+        lowered = training._run_chunk.lower(
+            _loss, optimiser, static, rows, None, params, opt_state, data, inputs
+        )
+        return training._flops_per_step(lowered)
+
+    small = flops(256, 3)
+    assert small > 256  # at least an operation per row
+    assert flops(256, 12) == pytest.approx(small, rel=0.01)
+    assert 1.6 < flops(1024, 3) / small < 4.4
 
 
 def test_fit_adam_first_step_is_adams(key):

@@ -22,8 +22,8 @@ a notebook run a second time skips most of its compilation: each chapter's param
 ``config.enable_compilation_cache()``, which stores them in ``$CONSERVED_JAX_CACHE`` if set
 (``off`` disables it), else in ``$XDG_CACHE_HOME/conserved/jax`` (``~/.cache/conserved/jax``).
 In quick mode the same cell's ``config.compile_fast_in_quick_mode()`` has XLA compile at its
-lowest optimisation, except the long training loops (`LONG_RUN_STEPS`). Importing `conserved`
-changes no global JAX setting.
+lowest optimisation, except the training loops with much work to do (`LONG_RUN_FLOPS`).
+Importing `conserved` changes no global JAX setting.
 """
 
 from __future__ import annotations
@@ -194,15 +194,22 @@ FAST_COMPILATION_FLAGS = (
     "--xla_llvm_disable_expensive_passes=true",
     "--xla_cpu_use_fusion_emitters=false",
 )
-# XLA's own defaults, as per-program compiler options: what the programs that run long (a
-# training loop of `LONG_RUN_STEPS` steps or more, `training.fit`) are compiled with whatever
-# the process asked for; at the lowest level they run several times slower (chapter 5, whose
-# PINNs train for 600 steps: 108 s with them optimised, 271 s without).
+# XLA's own defaults, as per-program compiler options: what the training loops with much work to
+# do (`LONG_RUN_FLOPS`, `training.fit`) are compiled with whatever the process asked for; at the
+# lowest level they run several times slower (chapter 5, whose PINNs train for 600 steps: 108 s
+# with them optimised, 271 s without).
 FULL_OPTIMISATION = {
     "xla_backend_optimization_level": 3,
     "xla_llvm_disable_expensive_passes": False,
 }
-LONG_RUN_STEPS = 500
+# A training run is "long" when its steps times XLA's estimate of one step's floating-point
+# operations reach this. Measured on two cores: chapter 3's two-body step (2.7e7 estimated
+# operations) takes 25 ms at the lowest optimisation and 4.5 ms at full, which costs 4.6 s more
+# to compile, so its 400-step runs repay it (chapter 3: 135 s -> 128 s; chapter 6's 150-step
+# FNO and U-Net runs, 4e10 and 1e10 operations: 40 s -> 38 s). Steps made of matrix products
+# lose little at the lowest level (chapter 1's symmetrised MLP, 2.8e7 operations: 2.2 ms), where
+# the estimate's choice costs a second or two (chapter 1: 49 s -> 52 s).
+LONG_RUN_FLOPS = 5e9
 
 
 def compile_fast_in_quick_mode() -> bool:
@@ -237,7 +244,7 @@ __all__ = [
     "DEFAULT_SEED",
     "FAST_COMPILATION_FLAGS",
     "FULL_OPTIMISATION",
-    "LONG_RUN_STEPS",
+    "LONG_RUN_FLOPS",
     "MODES",
     "choose",
     "compilation_cache_dir",

@@ -150,11 +150,22 @@ def _run_chunk(loss_fn, optimiser, static, size, batch_size, params, opt_state, 
     return params, opt_state, losses
 
 
-# A long run (`config.LONG_RUN_STEPS` steps or more) is compiled with XLA's full optimisation
-# even where the process asked for fast compilation (`config.compile_fast_in_quick_mode`): its
-# step runs hundreds of times or more. Both keep the name `_run_chunk` in JAX's compile log.
+# A long run (steps x operations per step of `config.LONG_RUN_FLOPS` or more) is compiled with
+# XLA's full optimisation even where the process asked for fast compilation
+# (`config.compile_fast_in_quick_mode`). Both keep the name `_run_chunk` in JAX's compile log.
 _run_chunk_optimised = eqx.filter_jit(_run_chunk, compiler_options=config.FULL_OPTIMISATION)
 _run_chunk = eqx.filter_jit(_run_chunk)
+
+
+def _flops_per_step(lowered) -> float:
+    """XLA's estimate of the floating-point operations of one training step, from the cost
+    analysis of a lowered chunk (before compilation): it counts the body of the chunk's scan
+    once, so one step. 0 when XLA gives no estimate."""
+    cost = lowered.lowered.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older JAX: one dict per device
+        cost = cost[0] if cost else {}
+    flops = (cost or {}).get("flops", 0.0)
+    return float(flops) if np.isfinite(flops) and flops > 0 else 0.0
 
 
 def fit(
@@ -182,7 +193,8 @@ def fit(
       (`optax.lbfgs`) receive `value`, `grad` and `value_fn` each step.
     - `steps`: number of optimiser steps. `CONSERVED_MAX_STEPS` (`config.max_steps`) caps it:
       the run says so in one printed line, with the memory XLA reserves for the compiled step.
-      A run of `config.LONG_RUN_STEPS` steps or more is compiled with XLA's full optimisation
+      A long run (`steps` times XLA's estimate of a step's floating-point operations of
+      `config.LONG_RUN_FLOPS` or more) is compiled with XLA's full optimisation
       (`config.FULL_OPTIMISATION`) even in quick mode's fast compilation.
     - `key`: PRNG key; the same key gives the same run.
     - `data`: a pytree of arrays sharing a leading axis of size N, or `None`.
@@ -235,18 +247,26 @@ def fit(
         )
     opt_state = optax.with_extra_args_support(optimiser).init(params)
 
-    compiled_chunk = _run_chunk_optimised if steps >= config.LONG_RUN_STEPS else _run_chunk
+    # Equal chunks, so the scan compiles once; the few padding steps at the end are inactive.
+    num_chunks = -(-steps // chunk_size)
+    chunk = -(-steps // num_chunks)
+    keys = jr.split(key, num_chunks * chunk)
+    active = jnp.arange(num_chunks * chunk) < steps
+
+    # Lowering traces the chunk once (a call of `_run_chunk` reuses that trace); its cost
+    # analysis decides whether the run is long enough to repay full optimisation.
+    lowered = _run_chunk.lower(
+        loss_fn, optimiser, static, size, batch_size, params, opt_state, data,
+        (keys[:chunk], active[:chunk]),
+    )  # fmt: skip
+    long_run = steps * _flops_per_step(lowered) >= config.LONG_RUN_FLOPS
+    compiled_chunk = _run_chunk_optimised if long_run else _run_chunk
 
     def run_chunk(params, opt_state, data, inputs):
         return compiled_chunk(
             loss_fn, optimiser, static, size, batch_size, params, opt_state, data, inputs
         )
 
-    # Equal chunks, so the scan compiles once; the few padding steps at the end are inactive.
-    num_chunks = -(-steps // chunk_size)
-    chunk = -(-steps // num_chunks)
-    keys = jr.split(key, num_chunks * chunk)
-    active = jnp.arange(num_chunks * chunk) < steps
     history: list[np.ndarray] = []
     chunk_times: list[tuple[int, float]] = []
     done = 0
