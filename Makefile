@@ -43,11 +43,14 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 setup: $(STAMP)
 
 # Bootstrap: a virtual environment with Python >= 3.11, the package (editable) with its book and
-# dev extras, every transitive dependency held to requirements.lock.
+# dev extras, every transitive dependency held to requirements.lock. --no-compile: Python compiles
+# a module's bytecode when it is first imported, so pip need not compile all of them (the
+# install takes 63 s instead of 88 s on two cores; the book imports a small part of them).
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Conserved needs Python >= 3.11; set PYTHON=/path/to/python3.11 (found " + sys.version.split()[0] + ")")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[book,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile \
+	  -c requirements.lock -e '.[book,dev]'
 	@touch $(STAMP)
 
 # Notebooks run through the execution cache (_config.yml): a second build with nothing changed
@@ -113,7 +116,7 @@ pdf: $(STAMP)
 # JupyterLab with the chapters: pinned JupyterLab and jupyterlab-myst in .venv (jupytext is
 # already there), set to open .md files as notebooks (tools/lab-overrides.json).
 $(LAB_STAMP): $(STAMP) pyproject.toml requirements.lock tools/lab-overrides.json
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[book,dev,lab]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -c requirements.lock -e '.[book,dev,lab]'
 	install -D -m 644 tools/lab-overrides.json $(LAB_SETTINGS)
 	@touch $@
 
