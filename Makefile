@@ -43,14 +43,13 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 setup: $(STAMP)
 
 # Bootstrap: a virtual environment with Python >= 3.11, the package (editable) with its book and
-# dev extras, every transitive dependency held to requirements.lock. --no-compile: Python compiles
-# a module's bytecode when it is first imported, so pip need not compile all of them (the
-# install takes 63 s instead of 88 s on two cores; the book imports a small part of them).
+# dev extras, every transitive dependency held to requirements.lock. (Not --no-compile: the
+# autograder's kernels run with PYTHONDONTWRITEBYTECODE, so each would compile the modules it
+# imports again; make test took minutes longer.)
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Conserved needs Python >= 3.11; set PYTHON=/path/to/python3.11 (found " + sys.version.split()[0] + ")")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile \
-	  -c requirements.lock -e '.[book,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[book,dev]'
 	@touch $(STAMP)
 
 # Notebooks run through the execution cache (_config.yml): a second build with nothing changed
@@ -116,7 +115,7 @@ pdf: $(STAMP)
 # JupyterLab with the chapters: pinned JupyterLab and jupyterlab-myst in .venv (jupytext is
 # already there), set to open .md files as notebooks (tools/lab-overrides.json).
 $(LAB_STAMP): $(STAMP) pyproject.toml requirements.lock tools/lab-overrides.json
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -c requirements.lock -e '.[book,dev,lab]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[book,dev,lab]'
 	install -D -m 644 tools/lab-overrides.json $(LAB_SETTINGS)
 	@touch $@
 
