@@ -96,37 +96,26 @@ def graded(tmp_path_factory, worker_id):
     return GradedRuns(base if worker_id == "master" else base.parent)
 
 
-# Each xdist scope's time in `make test` (seconds on two busy cores; fresh clone, 4f1675c): the
-# workers take the scopes longest first, so that they finish together. The graded chapters
-# come first (a chapter's scope is its class), then the modules; the book build, which needs
-# every chapter, comes last. A scope not listed here goes after the listed ones.
-_SCOPE_SECONDS = {
-    "03_": 161, "05_": 129, "02_": 90, "01_": 74, "04_": 64, "06_": 57, "00_": 26,
-    "test_assignments.py": 110, "test_razor.py": 101, "test_editions.py": 86,
-    "test_check_html.py": 72, "test_mechanics.py": 56, "test_pinn.py": 47, "test_symmetry.py": 46,
-    "test_ecf.py": 45, "test_recipes.py": 28, "test_param_symmetry.py": 21, "test_api.py": 19,
-    "test_operators.py": 18, "test_paper_smoke.py": 18, "test_pde.py": 17, "test_config.py": 14,
-    "test_hnn.py": 12, "test_ode.py": 11, "test_training.py": 9,
-}  # fmt: skip
+# The graded chapters, longest first (their quick-mode times in `make test`), so that the two
+# workers share them; the book build (which needs them all) last.
+_CHAPTERS_LONGEST_FIRST = ("03_", "02_", "01_", "05_", "04_", "06_", "00_")
 
 
 def pytest_collection_modifyitems(config, items):
     """Order the tests for `pytest -n 2 --dist loadscope --no-loadscope-reorder` (make test):
-    the chapters' graded runs first, then the other modules, each group longest first
-    (`_SCOPE_SECONDS`), the book last. Each module or class stays in one piece (one xdist
-    scope)."""
+    the chapters' graded runs first, longest first, then the rest as collected, the book last.
+    Each module or class stays in one piece (one xdist scope)."""
 
     def rank(item):
         path = item.nodeid.split("::")[0]
-        module = Path(path).name
-        if module == "test_book.py":
+        if path.endswith("test_book.py"):
             return (2, 0)
         cls = item.cls.__name__ if item.cls is not None else ""
         chapter = getattr(item.cls, "chapter", None) if cls.startswith("TestChapter") else None
         if chapter is not None:
             name = Path(chapter).name
-            seconds = [t for prefix, t in _SCOPE_SECONDS.items() if name.startswith(prefix)]
-            return (0, -seconds[0] if seconds else 0)
-        return (1, -_SCOPE_SECONDS.get(module, 0))
+            order = [i for i, p in enumerate(_CHAPTERS_LONGEST_FIRST) if name.startswith(p)]
+            return (0, order[0] if order else len(_CHAPTERS_LONGEST_FIRST))
+        return (1, 0)
 
-    items.sort(key=rank)  # stable: scopes of equal rank keep their collected order
+    items.sort(key=rank)  # stable: the rest keep their collected order
