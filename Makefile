@@ -43,13 +43,21 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 setup: $(STAMP)
 
 # Bootstrap: a virtual environment with Python >= 3.11, the package (editable) with its book and
-# dev extras, every transitive dependency held to requirements.lock. (Not --no-compile: the
-# autograder's kernels run with PYTHONDONTWRITEBYTECODE, so each would compile the modules it
-# imports again; make test took minutes longer.)
+# dev extras, every transitive dependency held to requirements.lock. pip installs uv (pinned) and
+# uv installs the rest: about 35 s instead of pip's 90 s on 2 cores. Where uv cannot (another
+# index set-up in pip.conf, which uv does not read), pip installs the same pins itself. Bytecode
+# is compiled: the autograder's kernels run with PYTHONDONTWRITEBYTECODE, so each would compile
+# the modules it imports again (make test took minutes longer).
+UV_PIN  := uv==0.13.9
+INSTALL = $(BIN)/python -m pip install --quiet --disable-pip-version-check $(UV_PIN) \
+  && $(BIN)/python -m uv pip install --quiet --python $(BIN)/python --compile-bytecode -c requirements.lock -e $(EXTRAS) \
+  || { echo "uv could not install the pins; pip installs them"; \
+       $(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e $(EXTRAS); }
+$(STAMP): EXTRAS = '.[book,dev]'
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Conserved needs Python >= 3.11; set PYTHON=/path/to/python3.11 (found " + sys.version.split()[0] + ")")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[book,dev]'
+	$(INSTALL)
 	@touch $(STAMP)
 
 # Notebooks run through the execution cache (_config.yml): a second build with nothing changed
@@ -114,8 +122,9 @@ pdf: $(STAMP)
 
 # JupyterLab with the chapters: pinned JupyterLab and jupyterlab-myst in .venv (jupytext is
 # already there), set to open .md files as notebooks (tools/lab-overrides.json).
+$(LAB_STAMP): EXTRAS = '.[book,dev,lab]'
 $(LAB_STAMP): $(STAMP) pyproject.toml requirements.lock tools/lab-overrides.json
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[book,dev,lab]'
+	$(INSTALL)
 	install -D -m 644 tools/lab-overrides.json $(LAB_SETTINGS)
 	@touch $@
 
