@@ -1,5 +1,5 @@
 """Conserved: the library behind the book *Conserved: symmetry and conservation laws in machine
-learning*. One module per idea; the chapters import them.
+learning*. One module per idea; the chapters import them, and each is loaded on first use.
 Importing it changes no global JAX setting (see `config.enable_compilation_cache`).
 
 - `config`: quick / full / paper modes, seeds, float64 switch, the compilation cache.
@@ -17,24 +17,7 @@ Importing it changes no global JAX setting (see `config.enable_compilation_cache
 - `assignments`: student editions and autograding (imported on demand).
 """
 
-from . import (
-    config,
-    diagnostics,
-    ecf,
-    hnn,
-    mechanics,
-    ode,
-    operators,
-    param_symmetry,
-    pde,
-    pinn,
-    plotting,
-    projection,
-    razor,
-    symmetry,
-    systems,
-    training,
-)
+import importlib
 
 __all__ = [
     "config",
@@ -55,3 +38,16 @@ __all__ = [
     "training",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Load a submodule on first use (PEP 562): `import conserved` stays light (the
+    autograder's checker process imports `conserved.assignments` and none of JAX), while
+    `conserved.razor` and `from conserved import razor` work as before."""
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
