@@ -238,11 +238,11 @@ def test_a_long_run_is_compiled_with_full_optimisation_and_gives_the_same_model(
     runs, sizes = {}, {}
     for name, threshold in (("short", float("inf")), ("long", 1.0)):
         monkeypatch.setattr(config, "LONG_RUN_FLOPS", threshold)
-        before = training._run_chunk_optimised._cached._cache_size()
+        before = len(training._optimised_programs)
         runs[name] = training.fit(
             _loss, model, optimiser, steps=6, key=key, data=data, chunk_size=3, progress=False
         )
-        sizes[name] = training._run_chunk_optimised._cached._cache_size() - before
+        sizes[name] = len(training._optimised_programs) - before
     assert sizes == {"short": 0, "long": 1}
     np.testing.assert_allclose(runs["long"].losses, runs["short"].losses, rtol=1e-5)
     np.testing.assert_allclose(runs["long"].model.weight, runs["short"].model.weight, rtol=1e-5)

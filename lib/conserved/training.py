@@ -9,6 +9,7 @@ A non-finite loss stops training with `TrainingDiverged`, which carries the last
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -150,11 +151,25 @@ def _run_chunk(loss_fn, optimiser, static, size, batch_size, params, opt_state, 
     return params, opt_state, losses
 
 
+_run_chunk = eqx.filter_jit(_run_chunk)
+
 # A long run (steps x operations per step of `config.LONG_RUN_FLOPS` or more) is compiled with
 # XLA's full optimisation even where the process asked for fast compilation
-# (`config.compile_fast_in_quick_mode`). Both keep the name `_run_chunk` in JAX's compile log.
-_run_chunk_optimised = eqx.filter_jit(_run_chunk, compiler_options=config.FULL_OPTIMISATION)
-_run_chunk = eqx.filter_jit(_run_chunk)
+# (`config.compile_fast_in_quick_mode`), from the lowering its cost was read from, so the chunk
+# is traced and lowered once. JAX keeps one lowering per traced chunk: a second run of the same
+# program finds its compiled form here.
+_optimised_programs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compile_optimised(lowered):
+    """The lowered chunk compiled with `config.FULL_OPTIMISATION`, once per lowering; called
+    with `_run_chunk`'s arguments."""
+    lowering = getattr(lowered.lowered, "_lowering", None)  # JAX's, shared by equal traces
+    if lowering is None:
+        return lowered.compile(config.FULL_OPTIMISATION)
+    if lowering not in _optimised_programs:
+        _optimised_programs[lowering] = lowered.compile(config.FULL_OPTIMISATION)
+    return _optimised_programs[lowering]
 
 
 def _flops_per_step(lowered) -> float:
@@ -260,7 +275,7 @@ def fit(
         (keys[:chunk], active[:chunk]),
     )  # fmt: skip
     long_run = steps * _flops_per_step(lowered) >= config.LONG_RUN_FLOPS
-    compiled_chunk = _run_chunk_optimised if long_run else _run_chunk
+    compiled_chunk = _compile_optimised(lowered) if long_run else _run_chunk
 
     def run_chunk(params, opt_state, data, inputs):
         return compiled_chunk(
@@ -297,20 +312,10 @@ def fit(
             bar.update(n)
             bar.set_postfix(loss=f"{losses[-1]:.3e}")
     if cap is not None:
-        lowered = compiled_chunk.lower(
-            loss_fn,
-            optimiser,
-            static,
-            size,
-            batch_size,
-            params,
-            opt_state,
-            data,
-            (keys[:chunk], active[:chunk]),
-        )
+        program = compiled_chunk if long_run else lowered.compile()
         print(
             f"[miniature] {desc}: {steps} of {requested} steps (CONSERVED_MAX_STEPS={cap}); "
-            f"compiled step: {_memory_text(lowered.compile())}"
+            f"compiled step: {_memory_text(program)}"
         )
     return TrainResult(
         eqx.combine(params, static),
