@@ -23,7 +23,7 @@ MODULES = [name for name in conserved.__all__]
 
 def test_every_name_in_conserved_all_is_an_imported_module():
     for name in conserved.__all__:
-        module = getattr(conserved, name)  # AttributeError if __init__ does not import it
+        module = getattr(conserved, name)  # loaded on first use; AttributeError if unknown
         assert inspect.ismodule(module), name
     files = {p.stem for p in (ROOT / "lib" / "conserved").glob("*.py") if p.stem[0] != "_"}
     # every public module but the on-demand `assignments` is listed (private: `_checks`, ...)
