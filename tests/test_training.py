@@ -244,6 +244,13 @@ def test_a_long_run_is_compiled_with_full_optimisation_and_gives_the_same_model(
         )
         sizes[name] = len(training._optimised_programs) - before
     assert sizes == {"short": 0, "long": 1}
+    # an equal second long run finds its program (one per JAX lowering) and compiles nothing
+    before = len(training._optimised_programs)
+    again = training.fit(
+        _loss, model, optimiser, steps=6, key=key, data=data, chunk_size=3, progress=False
+    )
+    assert len(training._optimised_programs) == before
+    np.testing.assert_array_equal(again.losses, runs["long"].losses)
     np.testing.assert_allclose(runs["long"].losses, runs["short"].losses, rtol=1e-5)
     np.testing.assert_allclose(runs["long"].model.weight, runs["short"].model.weight, rtol=1e-5)
 
