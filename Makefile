@@ -46,8 +46,8 @@ setup: $(STAMP)
 # dev extras, every transitive dependency held to requirements.lock. pip installs uv (pinned) and
 # uv installs the rest: set-up takes about 30 s instead of pip's 99 s on 2 cores. Where uv
 # cannot (another index set-up in pip.conf, which uv does not read), pip installs the same pins
-# itself. Bytecode is compiled: the autograder's kernels run with PYTHONDONTWRITEBYTECODE, so each would compile
-# the modules it imports again (make test took minutes longer).
+# itself. Bytecode is compiled: the autograder's kernels run with PYTHONDONTWRITEBYTECODE, so
+# each would compile the modules it imports again (make test took minutes longer).
 UV_PIN  := uv==0.13.9
 INSTALL = $(BIN)/python -m pip install --quiet --disable-pip-version-check $(UV_PIN) \
   && $(BIN)/python -m uv pip install --quiet --python $(BIN)/python --compile-bytecode -c requirements.lock -e $(EXTRAS) \
