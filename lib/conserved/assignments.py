@@ -757,6 +757,7 @@ class Kernel:
             else subprocess.DEVNULL,
             preexec_fn=_limits(memory_bytes, processes, box.map_root),
         )
+        self.namespace = None  # the kernel's pid namespace, once it is known (count, kill)
         self.client = BlockingKernelClient()
         self.client.load_connection_file(connection)
         self.client.start_channels(hb=False)
@@ -773,7 +774,6 @@ class Kernel:
                 pass
 
         self.processes = processes
-        self.namespace = None
         self.kernel_pid = self.process.pid  # setpriv and sh exec the kernel: same process
         try:  # the kernel's pid namespace: every process the submission starts is in it
             child = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
@@ -917,6 +917,12 @@ class Kernel:
             self.process.wait(timeout=30)
         except Exception:  # noqa: BLE001
             pass
+        # SIGKILL reaches the submission's other processes asynchronously (the pid namespace
+        # dies with its first process, and a busy machine takes a while to end the rest):
+        # return once none is left, so that nothing the submission started outlives grading
+        deadline = time.monotonic() + 30
+        while self.count() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def _record(msg: dict, msg_id: str | None, outputs: list) -> bool:
