@@ -787,21 +787,23 @@ class Kernel:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def count(self) -> int:
-        """Processes the submission runs (its pid namespace, or the kernel's session)."""
-        total = 0
+    def pids(self) -> list[int]:
+        """The processes the submission runs (its pid namespace, or the kernel's session)."""
+        found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 if self.namespace is not None:
-                    total += os.readlink(f"/proc/{entry}/ns/pid") == self.namespace
+                    inside = os.readlink(f"/proc/{entry}/ns/pid") == self.namespace
                 else:
                     stat = Path(f"/proc/{entry}/stat").read_text()
-                    total += int(stat.rsplit(")", 1)[1].split()[3]) == self.process.pid
+                    inside = int(stat.rsplit(")", 1)[1].split()[3]) == self.process.pid
             except (OSError, ValueError, IndexError):
-                pass
-        return total
+                continue
+            if inside:
+                found.append(int(entry))
+        return found
 
     def execute(
         self, code: str, timeout: float, reply: bool = False, outputs: list | None = None
@@ -840,7 +842,7 @@ class Kernel:
             except queue.Empty:  # meanwhile, watch the number of processes
                 if time.monotonic() > next_count:
                     next_count = time.monotonic() + 0.25
-                    if self.count() > self.processes:
+                    if len(self.pids()) > self.processes:
                         self.kill()
                         out["status"] = "dead"
                         out["error"] = (
@@ -918,10 +920,16 @@ class Kernel:
         except Exception:  # noqa: BLE001
             pass
         # SIGKILL reaches the submission's other processes asynchronously (the pid namespace
-        # dies with its first process, and a busy machine takes a while to end the rest):
-        # return once none is left, so that nothing the submission started outlives grading
+        # dies with its first process; a busy machine takes a while to end the rest), and a
+        # process that left the kernel's process group escapes killpg: kill whatever is left
+        # until nothing is, so that nothing the submission started outlives grading
         deadline = time.monotonic() + 30
-        while self.count() and time.monotonic() < deadline:
+        while (left := self.pids()) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
             time.sleep(0.02)
 
 
